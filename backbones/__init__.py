@@ -1,0 +1,1 @@
+"""Backbone plugins. Each module registers into ``harness.registry.BACKBONES`` on import."""

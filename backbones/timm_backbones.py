@@ -1,0 +1,215 @@
+"""timm backbones: ``timm:<model name>[.<pretrained tag>]`` for any timm model, plus a curated set.
+
+The curated set carries the metadata Battle of the Backbones compares on (family, pre-training
+method and data); for any other name the metadata is inferred from timm's pretrained tag.
+Parameter counts and GFLOPs are always *measured* on the model that ran (feature extractor,
+no classifier, at the resolution used).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BobError, did_you_mean
+from harness.registry import BACKBONES, Entry
+from harness.types import Backbone, Preprocess
+
+from .timm_catalog import CURATED
+
+WEIGHT_CHOICES = ("pretrained", "random", "auto")
+
+FAMILY_PREFIXES = (
+    ("vit_", "vit"), ("deit", "vit"), ("beit", "vit"), ("eva", "vit"), ("flexivit", "vit"), ("hiera", "hiera"),
+    ("swin", "swin"), ("convnext", "convnext"), ("resnet", "cnn"), ("resnext", "cnn"), ("regnet", "cnn"),
+    ("efficientnet", "cnn"), ("mobilenet", "cnn"), ("densenet", "cnn"), ("vgg", "cnn"), ("mixer", "mlp"),
+)
+SSL_TAGS = ("dino", "dinov2", "mae", "ibot", "mocov3", "simclr", "msn", "beit", "data2vec", "ijepa", "swav")
+VL_TAGS = ("clip", "openai", "laion", "siglip", "dfn", "datacomp", "metaclip", "webli")
+DATA_TAGS = (
+    ("lvd142m", "LVD-142M"), ("laion2b", "LAION-2B"), ("laion400m", "LAION-400M"), ("openai", "WIT-400M (OpenAI CLIP)"),
+    ("datacomp", "DataComp-1B"), ("in22k", "ImageNet-21k"), ("in21k", "ImageNet-21k"), ("ig1b", "Instagram-1B"),
+    ("yfcc100m", "YFCC100M"), ("jft", "JFT"), ("in12k", "ImageNet-12k"), ("in1k", "ImageNet-1k"),
+)
+
+
+def infer_family(architecture: str) -> str:
+    for prefix, family in FAMILY_PREFIXES:
+        if architecture.startswith(prefix):
+            return family
+    return "other"
+
+
+def infer_pretraining(architecture: str, tag: str | None) -> tuple[str, str]:
+    """(pre-training method, pre-training data) from the tag, e.g. 'dino' -> self-supervised."""
+    text = f"{architecture}.{tag or ''}".lower()
+    if any(t in text for t in VL_TAGS):
+        method = "vision-language"
+    elif any(re.search(rf"(^|[._]){t}($|[._\d])", text) for t in SSL_TAGS) or architecture.startswith("beit"):
+        method = "self-supervised"
+    elif tag:
+        method = "supervised"
+    else:
+        method = "unknown"
+    data = next((label for key, label in DATA_TAGS if key in (tag or "")), "unknown")
+    if "_ft_" in (tag or "") and method != "supervised":
+        method += " + supervised fine-tune"
+    return method, data
+
+
+def static_meta(name: str) -> dict[str, Any]:
+    """Metadata known without building the model (curated entry, else inferred from the name)."""
+    architecture, _, tag = name.partition(".")
+    curated = CURATED.get(name, {})
+    method, data = infer_pretraining(architecture, tag or None)
+    return {
+        "source": "timm",
+        "family": curated.get("family", infer_family(architecture)),
+        "architecture": architecture,
+        "pretrained_tag": tag or None,
+        "pretrain_method": curated.get("pretrain_method", method),
+        "pretrain_data": curated.get("pretrain_data", data),
+        "params_m": curated.get("params_m"),
+        "gflops": curated.get("gflops"),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _timm_names() -> tuple[set[str], set[str]]:
+    import timm
+
+    return set(timm.list_models()), set(timm.list_pretrained())
+
+
+def validate_timm_name(name: str) -> None:
+    import timm
+
+    architecture, _, tag = name.partition(".")
+    models, pretrained = _timm_names()
+    if architecture not in models:
+        raise BobError(f"unknown backbone 'timm:{name}': timm {timm.__version__} has no model '{architecture}'{did_you_mean(architecture, models)}")
+    if tag and name not in pretrained:
+        tags = sorted(n for n in pretrained if n.startswith(architecture + "."))
+        raise BobError(f"unknown backbone 'timm:{name}': timm has no pretrained tag '{tag}' for {architecture}{did_you_mean(name, tags)}")
+
+
+def measure_model(model, img_size: int) -> dict[str, Any]:
+    """Parameters and forward GFLOPs (2 per multiply-add) of the feature extractor at ``img_size``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in model.parameters())
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, img_size, img_size, device=device))
+        gflops = counter.get_total_flops() / 1e9
+    except Exception:  # a model the counter cannot trace still runs; GFLOPs stays unknown
+        gflops = None
+    model.train(was_training)
+    return {"params_m": round(params / 1e6, 3), "gflops": None if gflops is None else round(gflops, 4), "measured_at": img_size}
+
+
+def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, img_size: int | None = None) -> Backbone:
+    """Resolve weights, preprocessing and cache identity now; build the nn.Module on first use."""
+    from timm.models import get_pretrained_cfg
+
+    from .weights import file_digest, locate_pretrained
+
+    validate_timm_name(name)
+    cfg = get_pretrained_cfg(name) or get_pretrained_cfg(name.partition(".")[0])
+    cfg = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else dict(cfg.__dict__ if cfg else {})
+    native = int((cfg.get("input_size") or (3, 224, 224))[-1])
+    size = int(img_size or native)
+    meta = static_meta(name)
+    meta.update({"native_img_size": native, "params_m": None, "gflops": None})
+
+    create_kwargs: dict[str, Any] = {"num_classes": 0}
+    if size != native and cfg.get("fixed_input_size"):
+        create_kwargs["img_size"] = size
+    file = None
+    if weights in ("pretrained", "auto"):
+        source = locate_pretrained(cfg.get("hf_hub_id"), cfg.get("url"))
+        if source.kind == "none":
+            if weights == "pretrained":
+                raise BobError(
+                    f"pretrained weights for timm:{name} are unavailable: {source.reason}; on a machine with internet run "
+                    f"`bob prefetch` or `python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` to fill the cache, "
+                    f"or pass --weights PATH (a .safetensors/.pth file), --weights random or --weights auto"
+                )
+            resolved, meta["weights_note"] = "random-init", f"auto: {source.reason}; fell back to random init"
+        else:
+            resolved, file = "pretrained", source.file
+    elif weights == "random":
+        resolved = "random-init"
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BobError(f"--weights {weights}: no such file; give pretrained, random, auto or the path of a .safetensors/.pth checkpoint")
+        resolved, file = "pretrained", str(path.resolve())
+        meta["weights_file"] = file
+        meta["weights_sha256"] = file_digest(path)
+        meta["pretrain_method"] = meta["pretrain_method"] + " (local checkpoint)" if meta["pretrained_tag"] else "local checkpoint"
+
+    meta["weights"] = resolved
+    if resolved == "random-init":
+        meta["pretrain_method"], meta["pretrain_data"] = "random", "none"
+        weights_id = f"random-init:seed{seed}"
+    elif "weights_sha256" in meta:
+        weights_id = f"file:{meta['weights_sha256'][:16]}"
+    else:
+        weights_id = f"pretrained:{name}"
+
+    def build():
+        import timm
+        import torch
+
+        torch.manual_seed(seed)  # random-init weights are a function of the cell seed
+        kwargs = dict(create_kwargs)
+        if resolved == "pretrained":
+            kwargs["pretrained"] = True
+            if file:
+                kwargs["pretrained_cfg_overlay"] = {"file": file}
+        try:
+            model = timm.create_model(name, **kwargs)
+        except TypeError as exc:
+            if "img_size" in kwargs:
+                raise BobError(f"timm:{name} has a fixed input size of {native} px and cannot be built at img_size={size}: {exc}") from None
+            raise
+        except RuntimeError as exc:
+            if file:
+                raise BobError(f"--weights {file} does not fit timm:{name}: {str(exc).splitlines()[0]}") from None
+            raise
+        return model
+
+    meta["_measure"] = lambda model: measure_model(model, size)
+    preprocess = Preprocess(
+        img_size=size,
+        mean=tuple(cfg.get("mean") or (0.485, 0.456, 0.406)),
+        std=tuple(cfg.get("std") or (0.229, 0.224, 0.225)),
+        interpolation=cfg.get("interpolation") or "bicubic",
+    )
+    return Backbone(name=f"timm:{name}", meta=meta, preprocess=preprocess, cache_key=f"timm:{name}|{weights_id}", build=build)
+
+
+def _factory_for(name: str):
+    def factory(weights: str = "pretrained", seed: int = 0, img_size: int | None = None) -> Backbone:
+        return load_timm_backbone(name, weights, seed, img_size)
+
+    return factory
+
+
+def _resolve_any(full_name: str) -> Entry:
+    name = full_name.split(":", 1)[1]
+    if not name:
+        raise BobError("backbone 'timm:' needs a model name, e.g. timm:resnet50 or timm:vit_small_patch16_224.augreg_in21k")
+    validate_timm_name(name)
+    return Entry(full_name, _factory_for(name), static_meta(name))
+
+
+for _name in CURATED:
+    BACKBONES.add(f"timm:{_name}", _factory_for(_name), **static_meta(_name))
+BACKBONES.add_prefix("timm", _resolve_any, "any timm model works as timm:<name>[.<tag>]")

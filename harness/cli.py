@@ -1,0 +1,293 @@
+"""The ``bob`` command line: a thin shell over the public API (lm-eval style).
+
+Heavy libraries are imported inside commands, so ``bob --help`` and ``bob list`` stay fast.
+A ``BobError`` is printed as one line (``error: ...``) with exit status 2.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BobError
+
+FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str):
+    """``--set`` values: ints, floats (``1e-3`` included), booleans, lists (``[1,2]``), else strings."""
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if FLOAT_RE.match(text):
+        return float(text)
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return coerce_numbers(value)
+
+
+def coerce_numbers(value):
+    """PyYAML reads ``1e-3`` as a string (YAML 1.1); grids mean a number."""
+    if isinstance(value, str) and FLOAT_RE.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [coerce_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: coerce_numbers(v) for k, v in value.items()}
+    return value
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    head = "  ".join(c.upper().ljust(widths[c]) for c in columns)
+    body = ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join([head, *body])
+
+
+class BobGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BobError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=BobGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="bob-harness", prog_name="bob")
+def main():
+    """bob, the backbone battle harness: backbones x methods x tasks -> records -> leaderboards.
+
+    \b
+    Quick start:
+      bob list backbones --family vit
+      bob run --backbone timm:resnet18.a1_in1k --method linear --task digits --weights auto
+      bob sweep grids/quickstart.yaml && bob publish quickstart --name quickstart
+    """
+
+
+# -- list -------------------------------------------------------------------------------------
+@main.command("list")
+@click.argument("what", type=click.Choice(["backbones", "methods", "tasks"]))
+@click.option("--family", help="backbones: cnn, vit, swin, convnext, hiera ...")
+@click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
+@click.option("--kind", help="tasks/methods: classification, detection, icl_regression, lm_probe")
+@click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
+def list_cmd(what, family, pretrain, kind, group):
+    """List registered backbones, methods or tasks (filterable)."""
+    from .registry import BACKBONES, METHODS, TASKS
+
+    def has(value, wanted):
+        return wanted is None or (value is not None and wanted.lower() in str(value).lower())
+
+    if what == "backbones":
+        rows = [
+            {"name": e.name, "family": e.meta.get("family"), "pretraining": e.meta.get("pretrain_method"), "data": e.meta.get("pretrain_data"),
+             "params_m": e.meta.get("params_m"), "gflops": e.meta.get("gflops")}
+            for e in BACKBONES.entries()
+            if (family is None or (e.meta.get("family") or "").lower() == family.lower()) and has(e.meta.get("pretrain_method"), pretrain)
+        ]
+        click.echo(format_table(rows, ["name", "family", "pretraining", "data", "params_m", "gflops"]))
+        for p in BACKBONES.prefixes():
+            click.echo(f"\nalso: {p.help}")
+    elif what == "methods":
+        rows = [
+            {"name": e.name, "kinds": ",".join(e.meta.get("kinds", [])), "frozen": "yes" if e.meta.get("frozen_backbone") else "no",
+             "defaults": ", ".join(f"{k}={v}" for k, v in e.meta.get("defaults", {}).items()), "description": e.meta.get("description", "")}
+            for e in METHODS.entries()
+            if kind is None or kind in e.meta.get("kinds", [])
+        ]
+        click.echo(format_table(rows, ["name", "kinds", "frozen", "description", "defaults"]))
+    else:
+        rows = [
+            {"name": e.name, "kind": e.meta.get("kind"), "group": e.meta.get("group"), "classes": e.meta.get("num_classes", ""), "description": e.meta.get("description", "")}
+            for e in TASKS.entries()
+            if (kind is None or e.meta.get("kind") == kind) and has(e.meta.get("group"), group)
+        ]
+        click.echo(format_table(rows, ["name", "kind", "group", "classes", "description"]))
+        for p in TASKS.prefixes():
+            click.echo(f"\nalso: {p.help}")
+    if not rows:
+        click.echo("(nothing matches these filters)", err=True)
+
+
+# -- run --------------------------------------------------------------------------------------
+def _parse_sets(pairs):
+    hparams = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BobError(f"--set {pair!r}: expected key=value, e.g. --set lr=1e-3")
+        target = hparams
+        parts = key.split(".")  # --set search.lr=[0.1,0.01]
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = parse_value(value)
+    return hparams
+
+
+@main.command()
+@click.option("--backbone", "-b", required=True, help="e.g. timm:resnet50.a1_in1k (see `bob list backbones`)")
+@click.option("--method", "-m", required=True, help="knn | linear | finetune ...")
+@click.option("--task", "-t", required=True, help="e.g. digits, shapes/location, folder:/data/x")
+@click.option("--weights", "-w", default="pretrained", show_default=True, help="pretrained | random | auto | PATH to .safetensors/.pth")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="hyper-parameter, repeatable (search.lr=[0.1,0.01] for an in-cell search)")
+@click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True, help="result folder for the record")
+@click.option("--data-root", envvar="BOB_DATA", help="root of on-disk datasets (env BOB_DATA)")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache (default $BOB_CACHE/features or ~/.cache/bob/features)")
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+def run(backbone, method, task, weights, seed, sets, out, data_root, cache_dir, device):
+    """Run one cell and print its metrics and where the record went."""
+    from .executors.local import default_cache_dir
+    from .features import FeatureCache
+    from .grid import Grid, expand
+    from .runner import run_cell
+    from .spec import RunSpec
+    from .store import ResultStore
+
+    spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets))
+    expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}))  # validates names and hparams
+    store = ResultStore(out)
+    record = run_cell(spec, store, data_root=data_root, feature_cache=FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir()), device=device,
+                      checkpoint_dir=store.folder / ".checkpoints")
+    _print_record(record)
+    if record["status"] != "ok":
+        sys.exit(1)
+
+
+def _print_record(record):
+    status = record["status"]
+    if status == "ok":
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["metrics"].items())
+        weights = record["backbone_meta"].get("weights")
+        click.echo(f"{status}: {metrics} ({weights} weights, {record['timing']['wall_s']:.1f} s)")
+        if record["protocol"].get("selected_on"):
+            click.echo(f"hyper-parameters chosen on {record['protocol']['selected_on']}: {record['protocol']['selected']}")
+    else:
+        click.echo(f"{status}: {record['error']['message']}", err=True)
+    click.echo(f"record: {record.get('path')}")
+
+
+# -- sweep ------------------------------------------------------------------------------------
+@main.command()
+@click.argument("grid_file", type=click.Path())
+@click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False), help="result store root")
+@click.option("--dry-run", is_flag=True, help="print what would run, run nothing")
+@click.option("--retry-failed", is_flag=True, help="also rerun cells whose record says failed")
+@click.option("--data-root", envvar="BOB_DATA", help="root of on-disk datasets (env BOB_DATA)")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache folder")
+@click.option("--device", help="cpu, cuda ... (default: cuda if available)")
+@click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
+def sweep(grid_file, results_root, dry_run, retry_failed, data_root, cache_dir, device, publish_name):
+    """Expand GRID_FILE into cells and run those not done yet, in-process."""
+    from .grid import load_grid
+    from .sweep import plan_sweep, record_skipped, summarise
+
+    grid = load_grid(grid_file)
+    plan = plan_sweep(grid, results_root, retry_failed)
+    click.echo(plan.describe())
+    if dry_run:
+        for spec in plan.to_run:
+            click.echo(f"  would run {spec.id}  {spec.label()}")
+        return
+    record_skipped(plan)
+    if not plan.to_run:
+        click.echo(f"nothing to run: all {len(plan.done)} cells already done (results in {plan.store.folder})")
+    else:
+        from .executors.local import run_local
+
+        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, cache_dir=Path(cache_dir) if cache_dir else None, device=device)
+        counts = summarise(records)
+        click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {plan.store.folder}")
+    if publish_name:
+        from .leaderboard import publish
+
+        out = publish([plan.store], publish_name)
+        click.echo(f"leaderboard: {out / 'leaderboard.md'}")
+
+
+# -- results / aggregate / publish ------------------------------------------------------------
+@main.group()
+def results():
+    """Manage the result store."""
+
+
+@results.command("compact")
+@click.argument("sweeps", nargs=-1, required=True)
+@click.option("--results", "results_root", default="results", show_default=True)
+def results_compact(sweeps, results_root):
+    """Write results/<sweep>.parquet from the sweep's JSON records."""
+    from .aggregate import compact
+    from .store import resolve_store
+
+    for name in sweeps:
+        click.echo(f"wrote {compact(resolve_store(name, results_root))}")
+
+
+@results.command("clean")
+@click.argument("sweeps", nargs=-1, required=True)
+@click.option("--results", "results_root", default="results", show_default=True)
+def results_clean(sweeps, results_root):
+    """Remove temp files left by writers that were killed mid-write (records are never affected)."""
+    from .store import resolve_store
+
+    for name in sweeps:
+        store = resolve_store(name, results_root)
+        leftovers = store.leftover_temp_files()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        click.echo(f"{store.folder}: removed {len(leftovers)} temp file(s)")
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1, required=True)
+@click.option("--results", "results_root", default="results", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
+def aggregate(sweeps, results_root, fmt):
+    """Print backbone x task tables (mean over seeds), one per method."""
+    from .aggregate import aggregate_markdown, csv_long, records_frame
+    from .store import resolve_store
+
+    df = records_frame([resolve_store(s, results_root) for s in sweeps])
+    click.echo(aggregate_markdown(df) if fmt == "md" else csv_long(df), nl=False)
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1, required=True)
+@click.option("--name", required=True, help="leaderboard name: writes leaderboards/NAME/")
+@click.option("--results", "results_root", default="results", show_default=True)
+@click.option("--out", "out_root", default="leaderboards", show_default=True)
+def publish(sweeps, name, results_root, out_root):
+    """Write the leaderboard (leaderboard.md, leaderboard.csv) for one or more sweeps."""
+    from .leaderboard import publish as do_publish
+    from .store import resolve_store
+
+    out = do_publish([resolve_store(s, results_root) for s in sweeps], name, out_root)
+    click.echo(f"leaderboard: {out / 'leaderboard.md'}")
+
+
+@main.command()
+@click.argument("sweep_name")
+@click.option("--results", "results_root", default="results", show_default=True)
+def status(sweep_name, results_root):
+    """Counts by state and the failed cells with the first line of their error."""
+    from .store import resolve_store
+    from .sweep import summarise
+
+    store = resolve_store(sweep_name, results_root)
+    records = list(store.records())
+    counts = summarise(records)
+    click.echo(f"{store.folder}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    for r in records:
+        if r.get("status") == "failed":
+            click.echo(f"  failed {r['id']} {r.get('backbone')} {r.get('method')} {r.get('task')} s{r.get('seed')}: {r['error']['message']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Grid files: a YAML description of a sweep, validated strictly and expanded into cells.
+
+```yaml
+name: quickstart
+backbones: [timm:resnet18.a1_in1k, {name: timm:vit_tiny_patch16_224.augreg_in21k, weights: random}]
+weights: auto                 # default for all backbones: pretrained | random | auto | a file path
+methods: [knn, linear, finetune]
+tasks: [digits, shapes/location]
+seeds: [0, 1]
+hparams:                      # per method ("all" applies to every method); a list is swept
+  all: {img_size: 32}
+  finetune: {epochs: 8, lr: [1e-3, 3e-4]}
+  linear: {search: {lr: [0.1, 0.01], wd: [0, 1e-4]}}   # tuned inside the cell on val200
+exclude:                      # rules: every key given must match (shell-style patterns allowed)
+  - {method: finetune, backbone: "timm:vit_*"}
+```
+Every problem is reported as one line naming the file and key.
+"""
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BobError, did_you_mean
+from .spec import RunSpec
+
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root")
+RULE_KEYS = ("backbone", "method", "task", "seed", "weights")
+ALL_METHODS = "all"
+
+
+@dataclass
+class Grid:
+    name: str
+    backbones: list[tuple[str, str]]  # (name, weights)
+    methods: list[str]
+    tasks: list[str]
+    seeds: list[int]
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    data_root: str | None = None
+    source: str = "<grid>"
+
+
+@dataclass
+class Expansion:
+    cells: list[RunSpec]
+    skipped: list[tuple[RunSpec, str]]  # unsupported combinations, with the reason
+    excluded: int = 0
+
+
+def _fail(source: str, message: str) -> BobError:
+    return BobError(f"{source}: {message}")
+
+
+def _str_list(source: str, key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise _fail(source, f"'{key}' must be a list of names, got {type(value).__name__} {value!r}")
+    if not value:
+        raise _fail(source, f"'{key}' is an empty list; list at least one")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise _fail(source, f"'{key}' must hold names (strings), got {item!r}")
+    return list(value)
+
+
+def parse_grid(data: Any, source: str = "<grid>") -> Grid:
+    """Validate a loaded YAML mapping and turn it into a Grid (no registry lookups yet)."""
+    if not isinstance(data, dict):
+        raise _fail(source, f"a grid must be a mapping with keys {', '.join(GRID_KEYS)}; got {type(data).__name__}")
+    for key in data:
+        if key not in GRID_KEYS:
+            raise _fail(source, f"unknown key '{key}'{did_you_mean(str(key), GRID_KEYS)}; allowed: {', '.join(GRID_KEYS)}")
+    for key in ("backbones", "methods", "tasks"):
+        if key not in data:
+            raise _fail(source, f"missing required key '{key}'")
+    name = data.get("name") or (Path(source).stem if source != "<grid>" else "adhoc")
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise _fail(source, f"'name' must be a simple name (letters, digits, - _ .), got {name!r}")
+    default_weights = data.get("weights", "pretrained")
+    if not isinstance(default_weights, str):
+        raise _fail(source, f"'weights' must be pretrained, random, auto or a file path, got {default_weights!r}")
+
+    raw_backbones = data["backbones"]
+    if isinstance(raw_backbones, (str, dict)):
+        raw_backbones = [raw_backbones]
+    if not isinstance(raw_backbones, list) or not raw_backbones:
+        raise _fail(source, "'backbones' must be a non-empty list of names or {name, weights} mappings")
+    backbones = []
+    for item in raw_backbones:
+        if isinstance(item, str) and item.strip():
+            backbones.append((item, default_weights))
+        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+            unknown = set(item) - {"name", "weights"}
+            if unknown:
+                raise _fail(source, f"backbone entry {item!r} has unknown key(s) {sorted(unknown)}; use name and weights")
+            weights = item.get("weights", default_weights)
+            for w in weights if isinstance(weights, list) else [weights]:
+                backbones.append((item["name"], str(w)))
+        else:
+            raise _fail(source, f"'backbones' entries must be names or {{name, weights}} mappings, got {item!r}")
+
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds:
+        raise _fail(source, f"'seeds' must be a non-empty list of integers, got {seeds!r}")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool):
+            raise _fail(source, f"'seeds' must hold integers, got {s!r} ({type(s).__name__})")
+
+    from .cli import coerce_numbers
+
+    hparams = coerce_numbers(data.get("hparams") or {})
+    if not isinstance(hparams, dict):
+        raise _fail(source, f"'hparams' must map method names to {{hyper-parameter: value or list}}, got {hparams!r}")
+    for method, values in hparams.items():
+        if not isinstance(values, dict):
+            raise _fail(source, f"hparams.{method} must be a mapping of hyper-parameter -> value or list, got {values!r}")
+        for key, value in values.items():
+            if isinstance(value, list) and not value:
+                raise _fail(source, f"hparams.{method}.{key} is an empty list; give a value or a non-empty list")
+
+    rules = {}
+    for key in ("exclude", "include"):
+        raw = data.get(key) or []
+        if not isinstance(raw, list):
+            raise _fail(source, f"'{key}' must be a list of rules like {{method: finetune, backbone: 'timm:vit_*'}}")
+        for rule in raw:
+            if not isinstance(rule, dict) or not rule:
+                raise _fail(source, f"{key} rule {rule!r} must be a non-empty mapping of {', '.join(RULE_KEYS)}")
+            for rk in rule:
+                if rk not in RULE_KEYS:
+                    raise _fail(source, f"{key} rule has unknown key '{rk}'{did_you_mean(str(rk), RULE_KEYS)}; allowed: {', '.join(RULE_KEYS)}")
+        rules[key] = raw
+    data_root = data.get("data_root")
+    return Grid(
+        name=name,
+        backbones=backbones,
+        methods=_str_list(source, "methods", data["methods"]),
+        tasks=_str_list(source, "tasks", data["tasks"]),
+        seeds=list(seeds),
+        hparams=hparams,
+        exclude=rules["exclude"],
+        include=rules["include"],
+        data_root=str(data_root) if data_root else None,
+        source=source,
+    )
+
+
+def load_grid(path: str | Path) -> Grid:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise BobError(f"grid file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise BobError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_grid(data, str(path))
+
+
+def _matches(rule: dict[str, Any], spec: RunSpec) -> bool:
+    values = spec.as_dict()
+    for key, pattern in rule.items():
+        patterns = pattern if isinstance(pattern, list) else [pattern]
+        if not any(fnmatch.fnmatchcase(str(values[key]), str(p)) for p in patterns):
+            return False
+    return True
+
+
+def _hparam_points(grid: Grid, method: str) -> list[dict[str, Any]]:
+    merged = {**grid.hparams.get(ALL_METHODS, {}), **grid.hparams.get(method, {})}
+    swept = {k: v for k, v in merged.items() if isinstance(v, list)}
+    fixed = {k: v for k, v in merged.items() if not isinstance(v, list)}
+    keys = sorted(swept)
+    return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(swept[k] for k in keys))] if keys else [fixed]
+
+
+def expand(grid: Grid, validate: bool = True) -> Expansion:
+    """All cells of the grid, in a stable order. Unsupported method/task pairs are reported, not dropped.
+
+    With ``validate`` every name is looked up first (unknown -> one-line error with close
+    matches) and every method's hyper-parameters are checked.
+    """
+    from .registry import BACKBONES, METHODS, TASKS
+    from .runner import check_supported
+
+    if validate:
+        for name, _ in grid.backbones:
+            BACKBONES.get(name)
+        for name in grid.tasks:
+            TASKS.get(name)
+        for method in grid.methods:
+            cls = METHODS.get(method).factory
+            for point in _hparam_points(grid, method):
+                cls().resolve_hparams(point)
+        for method in grid.hparams:
+            if method != ALL_METHODS and method not in grid.methods:
+                raise BobError(f"{grid.source}: hparams given for '{method}', which is not in methods{did_you_mean(method, grid.methods)}")
+    cells, skipped, excluded = [], [], 0
+    for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, grid.tasks, grid.seeds):
+        for hp in _hparam_points(grid, method):
+            spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp)
+            if any(_matches(r, spec) for r in grid.exclude) and not any(_matches(r, spec) for r in grid.include):
+                excluded += 1
+                continue
+            reason = check_supported(spec) if validate else None
+            if reason:
+                skipped.append((spec, reason))
+            else:
+                cells.append(spec)
+    seen, unique = set(), []
+    for spec in cells:
+        if spec.id not in seen:
+            seen.add(spec.id)
+            unique.append(spec)
+    return Expansion(unique, skipped, excluded)

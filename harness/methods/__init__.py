@@ -1,0 +1,1 @@
+"""Adaptation methods. Each module registers one method into ``METHODS``."""

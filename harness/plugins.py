@@ -1,0 +1,39 @@
+"""Finds plugins: the built-in modules below plus any module in the ``bob.plugins`` entry-point group.
+
+Why a fixed list instead of scanning packages: importing is the registration step, and the
+list is the small static index that keeps ``bob list`` fast (plugin modules import torch only
+inside their factories).
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+
+BUILTIN_PLUGIN_MODULES = (
+    "harness.methods.knn",
+    "harness.methods.linear",
+    "harness.methods.finetune",
+    "backbones.timm_backbones",
+    "tasks.builtin",
+    "tasks.folder",
+)
+ENTRY_POINT_GROUP = "bob.plugins"
+
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every plugin module once; a broken third-party plugin warns instead of breaking bob."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_PLUGIN_MODULES:
+        importlib.import_module(module)
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a third-party plugin must not take the CLI down
+            warnings.warn(f"bob plugin '{ep.name}' ({ep.value}) failed to load: {exc}")

@@ -1,0 +1,157 @@
+"""run_cell: one RunSpec in, one RunRecord out. Never raises for a problem inside the cell.
+
+Three hops from a number to its origin: the record's ``spec`` names the backbone / method /
+task, ``METHODS.get(method).run`` computed ``metrics``, and ``protocol`` says which splits
+chose the hyper-parameters and which split the number is on.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BobError
+from .registry import BACKBONES, METHODS, TASKS
+from .spec import RunSpec
+from .store import RECORD_SCHEMA, ResultStore
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_supported(spec: RunSpec) -> str | None:
+    """Why this cell cannot run (method does not support the task's kind), or None. Imports no torch."""
+    method_meta = METHODS.get(spec.method).meta
+    task_meta = TASKS.get(spec.task).meta
+    kind = task_meta.get("kind")
+    if kind and kind not in method_meta.get("kinds", ()):
+        return f"method {spec.method} does not support {kind} tasks (it supports {', '.join(method_meta.get('kinds', ()))})"
+    return None
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_cell(
+    spec: RunSpec,
+    store: ResultStore | None = None,
+    *,
+    data_root: str | None = None,
+    feature_cache=None,
+    checkpoint_dir: Path | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+    logger_factory: Callable[[RunSpec], Any] | None = None,
+) -> dict[str, Any]:
+    """Run one cell and write its record (atomically) when ``store`` is given."""
+    from .environment import default_device, environment
+    from .features import FeatureCache
+    from .types import RunContext
+
+    started, t0 = now_iso(), time.perf_counter()
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "id": spec.id,
+        "sweep": store.sweep if store else None,
+        "status": "failed",
+        "spec": spec.as_dict(),
+        **{k: v for k, v in spec.as_dict().items() if k != "hparams"},
+        "hparams": None,
+        "metrics": {},
+        "primary_metric": None,
+        "backbone_meta": {},
+        "task_meta": {},
+        "preprocess": None,
+        "protocol": {},
+        "curves": {},
+        "timing": {},
+        "environment": {},
+        "error": None,
+        "started": started,
+    }
+    logger = None
+    try:
+        device = device or default_device()
+        record["environment"] = environment(device)
+        reason = check_supported(spec)
+        if reason:
+            record["status"] = "skipped"
+            record["error"] = {"type": "Unsupported", "message": reason, "traceback": None}
+            return _finish(record, store, t0)
+        method = METHODS.get(spec.method).factory()
+        hparams = method.resolve_hparams(spec.hparams)
+        task = TASKS.get(spec.task).factory(data_root=data_root)
+        record["task_meta"] = task.meta()
+        backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
+        hparams["img_size"] = backbone.preprocess.img_size
+        record["hparams"] = hparams
+        record["preprocess"] = {
+            **backbone.preprocess.as_dict(),
+            "train_augmentation": ("random-resized-crop" + ("+hflip" if task.hflip_ok else "")) if hparams.get("augment") else "none",
+        }
+        seed_everything(spec.seed)
+        if logger_factory is not None:
+            logger = logger_factory(spec)
+        ctx = RunContext(
+            device=device,
+            seed=spec.seed,
+            cell_id=spec.id,
+            feature_cache=feature_cache if feature_cache is not None else FeatureCache(None),
+            checkpoint_dir=checkpoint_dir,
+            log=log,
+            on_metrics=getattr(logger, "log_metrics", None),
+        )
+        hits0, misses0 = ctx.feature_cache.hits, ctx.feature_cache.misses
+        result = method.run(backbone, task, hparams, ctx)
+        record["feature_cache"] = {"hits": ctx.feature_cache.hits - hits0, "misses": ctx.feature_cache.misses - misses0, "backbone_built": backbone.built}
+        record.update(
+            status="ok",
+            metrics=result.metrics,
+            primary_metric={"name": result.primary_metric, "value": result.metrics.get(result.primary_metric)},
+            protocol=result.protocol,
+            curves=result.curves,
+        )
+        record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})
+        record["backbone_meta"] = _public_meta(backbone)
+        if checkpoint_dir is not None:  # finished: the resume points are no longer needed
+            for ckpt in Path(checkpoint_dir).glob(f"{spec.id}-*.pt"):
+                ckpt.unlink(missing_ok=True)
+    except BobError as exc:
+        record["error"] = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
+    except Exception as exc:  # a bug or a library failure: keep everything needed to debug it
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        record["error"] = {"type": type(exc).__name__, "message": message, "traceback": traceback.format_exc()}
+    finally:
+        if logger is not None:
+            try:
+                logger.finish(record)
+            except Exception as exc:  # logging must never cost a result
+                log(f"warning: logger failed for {spec.id}: {exc}")
+    if record["status"] == "failed" and not record["backbone_meta"]:
+        record["backbone_meta"] = dict(BACKBONES.get(spec.backbone).meta) if spec.backbone in BACKBONES else {}
+    return _finish(record, store, t0)
+
+
+def _public_meta(backbone) -> dict[str, Any]:
+    if backbone.built and backbone.meta.get("_measure"):
+        backbone.model  # noqa: B018 - triggers measurement
+    return {k: v for k, v in backbone.meta.items() if not k.startswith("_")} | {"name": backbone.name, "feature_dim": backbone.feature_dim}
+
+
+def _finish(record: dict[str, Any], store: ResultStore | None, t0: float) -> dict[str, Any]:
+    record["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
+    record["created"] = now_iso()
+    if store is not None:
+        record["path"] = str(store.path_for(record["id"]))
+        store.write(record)
+    return record

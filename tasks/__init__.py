@@ -1,0 +1,1 @@
+"""Task plugins. Each module registers its tasks into ``harness.registry.TASKS`` on import."""
