@@ -122,18 +122,95 @@ def format_cell(mean: float, std: float | None, n: int) -> str:
     return f"{mean:.1f}"
 
 
-def markdown_table(long: pd.DataFrame, tasks: list[str], first_header: str = "backbone") -> str:
-    wide = wide_table(long, tasks)
-    if wide.empty:
-        return "_no finished cells_\n"
+def task_layout(tasks: list[str]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """Tasks arranged as [(suite, [(group, [tasks])])] in the suites' own order; tasks of no suite
+    go to suite ''. Uses only static registry metadata (no data is loaded)."""
+    from .registry import TASKS
+
+    suites: dict[str, dict[str, list[str]]] = {}
+    order: dict[str, int] = {}
+    for task in tasks:
+        try:
+            meta = TASKS.get(task).meta
+        except Exception:
+            meta = {}
+        suite = meta.get("suite") or ""
+        group = (meta.get("group") or "").split("/", 1)[-1] if suite else ""
+        suites.setdefault(suite, {}).setdefault(group, []).append(task)
+    try:
+        from tasks.suites import suite_config, suite_task_ids
+
+        for suite in suites:
+            if suite:
+                order.update({t: i for i, t in enumerate(suite_task_ids(suite))})
+                groups = suite_config(suite).get("group_order", [])
+                suites[suite] = {g: sorted(suites[suite][g], key=lambda t: order.get(t, 0)) for g in groups if g in suites[suite]}
+    except ImportError:
+        pass
+    return sorted(((k, list(v.items())) for k, v in suites.items()), key=lambda kv: (kv[0] == "", kv[0]))
+
+
+def suite_markdown(long: pd.DataFrame, suite: str, groups: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
+    """Per-task columns, then one mean per group and the suite mean.
+
+    A group mean is shown only when the row has every task of the group that this table holds;
+    the VTAB-1k mean is the mean of the group means (as in the VTAB and PEFT papers)."""
+    tasks = [t for _, ts in groups for t in ts]
     stats = {(r.row, r.task): (r.mean, r.std, int(r.n)) for r in long.itertuples()}
-    header = [first_header, *tasks, "mean"]
+    rows = sorted({r for r, _ in stats})
+    notes = []
+    group_cols = [g for g, _ in groups] if suite and (len(groups) > 1 or suite == "vtab1k") else []
+    try:
+        from tasks.suites import suite_task_ids
+
+        full = suite_task_ids(suite) if suite else []
+    except ImportError:
+        full = []
+    for g, ts in groups:
+        all_in_group = [t for t in full if t.split("/", 1)[1] in _group_members(suite, g)] if full else ts
+        if full and len(ts) < len(all_in_group):
+            notes.append(f"{_group_title(g)} mean over {len(ts)} of its {len(all_in_group)} tasks (the others have no results)")
+    suite_header = "mean of group means" if group_cols else "mean"
+    header = ["backbone", *[t.split("/", 1)[-1] for t in tasks], *[_group_title(g) for g in group_cols], suite_header]
+    table_rows = []
+    for row in rows:
+        values = {t: stats.get((row, t), (float("nan"), None, 0)) for t in tasks}
+        group_means = []
+        for g, ts in groups:
+            vals = [values[t][0] for t in ts]
+            group_means.append(float("nan") if any(math.isnan(v) for v in vals) else sum(vals) / len(vals))
+        if group_cols:
+            overall = float("nan") if any(math.isnan(v) for v in group_means) else sum(group_means) / len(group_means)
+        else:
+            vals = [values[t][0] for t in tasks]
+            overall = float("nan") if any(math.isnan(v) for v in vals) else sum(vals) / len(vals)
+        cells = [format_cell(*values[t]) for t in tasks] + [format_cell(m, None, 1) for m in (group_means if group_cols else [])]
+        table_rows.append((overall, row, cells + [format_cell(overall, None, 1)]))
+    table_rows.sort(key=lambda r: (math.isnan(r[0]), -r[0] if not math.isnan(r[0]) else 0, r[1]))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for row, values in wide.iterrows():
-        cells = [format_cell(*stats[(row, t)]) if (row, t) in stats else MISSING for t in tasks]
-        cells.append(format_cell(values["mean"], None, 1))
-        lines.append("| " + " | ".join([f"`{row}`", *cells]) + " |")
-    return "\n".join(lines) + "\n"
+    lines += ["| " + " | ".join([f"`{row}`", *cells]) + " |" for _, row, cells in table_rows]
+    return "\n".join(lines) + "\n", notes
+
+
+def _group_title(group: str) -> str:
+    return {"fgvc": "FGVC"}.get(group, group.capitalize())
+
+
+def _group_members(suite: str, group: str) -> list[str]:
+    from tasks.suites import suite_config
+
+    return [t["name"] for t in suite_config(suite)["tasks"] if t["group"] == group]
+
+
+def markdown_table(long: pd.DataFrame, tasks: list[str], first_header: str = "backbone") -> str:
+    if long.empty:
+        return "_no finished cells_\n"
+    parts = []
+    for suite, groups in task_layout(tasks):
+        table, notes = suite_markdown(long[long["task"].isin([t for _, ts in groups for t in ts])], suite, groups)
+        title = {"vtab1k": "VTAB-1k (top-1 %, test; Natural / Specialized / Structured means, then the mean of the three)", "fgvc": "FGVC (top-1 %, test)"}.get(suite)
+        parts.append((f"**{title}**\n\n" if title else "") + table + "".join(f"\n_Note: {n}._\n" for n in notes))
+    return "\n".join(parts)
 
 
 def csv_long(df: pd.DataFrame) -> str:

@@ -78,7 +78,8 @@ def main():
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
 @click.option("--kind", help="tasks/methods: classification, detection, icl_regression, lm_probe")
 @click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
-def list_cmd(what, family, pretrain, kind, group):
+@click.option("--suite", help="tasks: vtab1k, fgvc")
+def list_cmd(what, family, pretrain, kind, group, suite):
     """List registered backbones, methods or tasks (filterable)."""
     from .registry import BACKBONES, METHODS, TASKS
 
@@ -107,7 +108,7 @@ def list_cmd(what, family, pretrain, kind, group):
         rows = [
             {"name": e.name, "kind": e.meta.get("kind"), "group": e.meta.get("group"), "classes": e.meta.get("num_classes", ""), "description": e.meta.get("description", "")}
             for e in TASKS.entries()
-            if (kind is None or e.meta.get("kind") == kind) and has(e.meta.get("group"), group)
+            if (kind is None or e.meta.get("kind") == kind) and has(e.meta.get("group"), group) and (suite is None or e.meta.get("suite") == suite)
         ]
         click.echo(format_table(rows, ["name", "kind", "group", "classes", "description"]))
         for p in TASKS.prefixes():
@@ -117,6 +118,16 @@ def list_cmd(what, family, pretrain, kind, group):
 
 
 # -- run --------------------------------------------------------------------------------------
+def _parse_data_paths(pairs) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        task, sep, path = pair.partition("=")
+        if not sep or not task or not path:
+            raise BobError(f"--data-path {pair!r}: expected TASK=PATH, e.g. --data-path vtab1k/cifar100=/data/vtab-1k/cifar")
+        out[task] = path
+    return out
+
+
 def _parse_sets(pairs):
     hparams = {}
     for pair in pairs:
@@ -140,9 +151,10 @@ def _parse_sets(pairs):
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="hyper-parameter, repeatable (search.lr=[0.1,0.01] for an in-cell search)")
 @click.option("--out", type=click.Path(file_okay=False), default="results/runs", show_default=True, help="result folder for the record")
 @click.option("--data-root", envvar="BOB_DATA", help="root of on-disk datasets (env BOB_DATA)")
+@click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task data location (folder or hf:<dataset>), repeatable")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache (default $BOB_CACHE/features or ~/.cache/bob/features)")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-def run(backbone, method, task, weights, seed, sets, out, data_root, cache_dir, device):
+def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths, cache_dir, device):
     """Run one cell and print its metrics and where the record went."""
     from .executors.local import default_cache_dir
     from .features import FeatureCache
@@ -154,7 +166,7 @@ def run(backbone, method, task, weights, seed, sets, out, data_root, cache_dir, 
     spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets))
     expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}))  # validates names and hparams
     store = ResultStore(out)
-    record = run_cell(spec, store, data_root=data_root, feature_cache=FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir()), device=device,
+    record = run_cell(spec, store, data_root=data_root, data_paths=_parse_data_paths(data_paths), feature_cache=FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir()), device=device,
                       checkpoint_dir=store.folder / ".checkpoints")
     _print_record(record)
     if record["status"] != "ok":
@@ -181,10 +193,11 @@ def _print_record(record):
 @click.option("--dry-run", is_flag=True, help="print what would run, run nothing")
 @click.option("--retry-failed", is_flag=True, help="also rerun cells whose record says failed")
 @click.option("--data-root", envvar="BOB_DATA", help="root of on-disk datasets (env BOB_DATA)")
+@click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task data location (folder or hf:<dataset>), repeatable")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache folder")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available)")
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
-def sweep(grid_file, results_root, dry_run, retry_failed, data_root, cache_dir, device, publish_name):
+def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths, cache_dir, device, publish_name):
     """Expand GRID_FILE into cells and run those not done yet, in-process."""
     from .grid import load_grid
     from .sweep import plan_sweep, record_skipped, summarise
@@ -202,7 +215,8 @@ def sweep(grid_file, results_root, dry_run, retry_failed, data_root, cache_dir, 
     else:
         from .executors.local import run_local
 
-        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, cache_dir=Path(cache_dir) if cache_dir else None, device=device)
+        paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
+        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, data_paths=paths, cache_dir=Path(cache_dir) if cache_dir else None, device=device)
         counts = summarise(records)
         click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {plan.store.folder}")
     if publish_name:
@@ -287,6 +301,69 @@ def status(sweep_name, results_root):
     for r in records:
         if r.get("status") == "failed":
             click.echo(f"  failed {r['id']} {r.get('backbone')} {r.get('method')} {r.get('task')} s{r.get('seed')}: {r['error']['message']}")
+
+
+# -- data -------------------------------------------------------------------------------------
+@main.group()
+def data():
+    """Check and prepare on-disk datasets (VTAB-1k, FGVC)."""
+
+
+@data.command("verify")
+@click.argument("suite", type=click.Choice(["vtab1k", "fgvc"]))
+@click.option("--root", "data_root", envvar="BOB_DATA", help="data root (env BOB_DATA)")
+@click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task location, repeatable")
+@click.option("--open-images/--no-open-images", default=True, show_default=True, help="decode every image (slower, finds corrupt files)")
+def data_verify(suite, data_root, data_paths, open_images):
+    """Check every task of SUITE: files, counts per split, label range, unreadable images."""
+    from tasks.suites import check_task_data, suite_task_ids
+
+    overrides = _parse_data_paths(data_paths)
+    rows, problems = [], []
+    for task_id in suite_task_ids(suite):
+        check, _ = check_task_data(task_id, data_root, overrides.get(task_id), open_images=open_images)
+        row = {"task": task_id, "status": check.status, "location": check.location or "-"}
+        row.update({k: v for k, v in check.counts.items()})
+        rows.append(row)
+        if check.problems:
+            problems.append(check)
+    split_cols = sorted({k for r in rows for k in r} - {"task", "status", "location"}, key=lambda s: ("test" in s, s))
+    click.echo(format_table(rows, ["task", "status", *split_cols, "location"]))
+    ready = sum(r["status"] == "ready" for r in rows)
+    click.echo(f"\n{ready}/{len(rows)} tasks ready")
+    for check in problems:
+        for problem in check.problems:
+            click.echo(f"  {check.task}: {problem}")
+        click.echo(f"    fix: {check.fix}")
+    if ready < len(rows):
+        sys.exit(1)
+
+
+PREPARE_NOTES = {
+    "vtab1k": """VTAB-1k (19 tasks, the layout of NOAH and the PEFT papers that followed):
+  <root>/vtab-1k/<folder>/images/...   and   train800.txt val200.txt train800val200.txt test.txt
+  each line: 'relative/image/path label' (label from 0). Folders: caltech101 cifar dtd oxford_flowers102
+  oxford_iiit_pet svhn sun397 patch_camelyon eurosat resisc45 diabetic_retinopathy clevr_count clevr_dist
+  dmlab kitti dsprites_loc dsprites_ori smallnorb_azi smallnorb_ele ('-jpg' suffixes are accepted).
+How to get it: the NOAH repository (ZhangYuanhan-AI/NOAH, data/vtab-source) links a packed vtab-1k
+archive and the script that builds it from TensorFlow Datasets; unpack it under <root>/vtab-1k/.
+A Hugging Face mirror works too: --data-path vtab1k/<task>=hf:<dataset id>?image=<col>&label=<col>.
+Then: bob data verify vtab1k --root <root>""",
+    "fgvc": """FGVC (VPT's preparation, KMnP/vpt): per dataset a folder with the images and train.json,
+val.json, test.json ({"relative/image/path": class_id, ...}); VPT split the official train set into
+train/val. Folders and image sub-folders: CUB_200_2011 (images/), nabirds (images/), OxfordFlower (.),
+Stanford-dogs (Images/), Stanford-cars (.), under <root>/fgvc/ or <root>/.
+How to get it: download each dataset from its official page and the split json files linked from
+VPT's README (they cannot be scripted here: the sources need a browser or a licence click-through).
+Then: bob data verify fgvc --root <root>""",
+}
+
+
+@data.command("prepare")
+@click.argument("suite", type=click.Choice(sorted(PREPARE_NOTES)))
+def data_prepare(suite):
+    """Explain the expected layout of SUITE and how to obtain it."""
+    click.echo(PREPARE_NOTES[suite])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 @dataclass(frozen=True)
 class Sample:
-    image: Any  # Path or PIL.Image.Image
+    image: Any  # a Path, a PIL.Image.Image, or a zero-argument callable returning one
     label: int
     origin: str = ""  # "file:line" for list files, for error messages
 
@@ -27,6 +27,8 @@ def open_rgb(sample: Sample):
     """The sample's image as RGB; an unreadable file is a one-line error naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    if callable(sample.image):  # lazily decoded (e.g. a Hugging Face datasets row)
+        return sample.image().convert("RGB")
     if not isinstance(sample.image, (str, Path)):
         return sample.image.convert("RGB")
     path = Path(sample.image)

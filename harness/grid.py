@@ -27,7 +27,7 @@ from typing import Any
 from .errors import BobError, did_you_mean
 from .spec import RunSpec
 
-GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root")
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths")
 RULE_KEYS = ("backbone", "method", "task", "seed", "weights")
 ALL_METHODS = "all"
 
@@ -43,6 +43,7 @@ class Grid:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     include: list[dict[str, Any]] = field(default_factory=list)
     data_root: str | None = None
+    data_paths: dict[str, str] = field(default_factory=dict)
     source: str = "<grid>"
 
 
@@ -140,6 +141,9 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
                     raise _fail(source, f"{key} rule has unknown key '{rk}'{did_you_mean(str(rk), RULE_KEYS)}; allowed: {', '.join(RULE_KEYS)}")
         rules[key] = raw
     data_root = data.get("data_root")
+    data_paths = data.get("data_paths") or {}
+    if not isinstance(data_paths, dict) or not all(isinstance(v, str) for v in data_paths.values()):
+        raise _fail(source, "'data_paths' must map task names to a folder or an hf:<dataset> source")
     return Grid(
         name=name,
         backbones=backbones,
@@ -150,6 +154,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         exclude=rules["exclude"],
         include=rules["include"],
         data_root=str(data_root) if data_root else None,
+        data_paths=dict(data_paths),
         source=source,
     )
 
@@ -167,6 +172,18 @@ def load_grid(path: str | Path) -> Grid:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise BobError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return parse_grid(data, str(path))
+
+
+def expand_task_names(names: list[str]) -> list[str]:
+    """A suite (``vtab1k``) or group (``vtab1k/natural``) name stands for all its tasks."""
+    from .registry import TASKS
+
+    out: list[str] = []
+    registered = set(TASKS.names())
+    for name in names:
+        members = [] if name in registered else [e.name for e in TASKS.entries() if name in (e.meta.get("suite"), e.meta.get("group"))]
+        out.extend(m for m in (members or [name]) if m not in out)
+    return out
 
 
 def _matches(rule: dict[str, Any], spec: RunSpec) -> bool:
@@ -195,6 +212,7 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
     from .registry import BACKBONES, METHODS, TASKS
     from .runner import check_supported
 
+    grid.tasks = expand_task_names(grid.tasks)
     if validate:
         for name, _ in grid.backbones:
             BACKBONES.get(name)

@@ -16,6 +16,7 @@ BUILTIN_PLUGIN_MODULES = (
     "backbones.timm_backbones",
     "tasks.builtin",
     "tasks.folder",
+    "tasks.suites",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

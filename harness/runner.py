@@ -47,6 +47,7 @@ def run_cell(
     store: ResultStore | None = None,
     *,
     data_root: str | None = None,
+    data_paths: dict[str, str] | None = None,
     feature_cache=None,
     checkpoint_dir: Path | None = None,
     device: str | None = None,
@@ -90,7 +91,7 @@ def run_cell(
             return _finish(record, store, t0)
         method = METHODS.get(spec.method).factory()
         hparams = method.resolve_hparams(spec.hparams)
-        task = TASKS.get(spec.task).factory(data_root=data_root)
+        task = TASKS.get(spec.task).factory(data_root=data_root, overrides=data_paths or {})
         record["task_meta"] = task.meta()
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
         hparams["img_size"] = backbone.preprocess.img_size

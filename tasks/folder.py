@@ -55,7 +55,7 @@ def load_folder_task(name: str, data_root=None) -> Task:
 def _resolve(name: str) -> Entry:
     if not name.split(":", 1)[1]:
         raise BobError("task 'folder:' needs a path, e.g. folder:/data/my_dataset")
-    return Entry(name, lambda data_root=None: load_folder_task(name, data_root), {"kind": CLASSIFICATION, "group": "folder"})
+    return Entry(name, lambda data_root=None, **_: load_folder_task(name, data_root), {"kind": CLASSIFICATION, "group": "folder"})
 
 
 TASKS.add_prefix("folder", _resolve, "folder:<path> reads a local dataset (list files or image folders)")
