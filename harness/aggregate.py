@@ -85,20 +85,22 @@ def compact(store: ResultStore, out: Path | None = None) -> Path:
 
 
 def metric_table(df: pd.DataFrame, method: str, metric: str | None = None) -> pd.DataFrame:
-    """Long table: (row label, task) -> mean, std, n over seeds, from ok records of ``method``."""
-    ok = df[(df["status"] == "ok") & (df["method"] == method)].copy()
-    if ok.empty:
-        return pd.DataFrame(columns=["row", "task", "mean", "std", "n"])
-    col = f"metric.{metric}" if metric else "primary_value"
-    if col not in ok:
-        raise KeyError(metric)
-    configs = ok.groupby("backbone_label")["hparams"].nunique()
-    ok["row"] = [
-        label if configs[label] == 1 else f"{label} {_short_hp(hp)}" for label, hp in zip(ok["backbone_label"], ok["hparams"])
-    ]
-    grouped = ok.groupby(["row", "task"])[col]
-    out = grouped.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "n"})
-    return out
+    """Long table: (row label, task) -> mean, 95% bootstrap interval and n over seeds, from ok
+    records of ``method``. Rows are backbones, suffixed with their hyper-parameters when one
+    backbone ran several settings (settings are never silently picked on the test split)."""
+    from .scores import cell_stats
+
+    sub = df[df["method"] == method]
+    if metric:
+        col = f"metric.{metric}"
+        if col not in sub:
+            raise KeyError(metric)
+        sub = sub.assign(primary_value=sub[col])
+    stats = cell_stats(sub)
+    if stats.empty:
+        return pd.DataFrame(columns=["row", "task", "mean", "ci_low", "ci_high", "n"])
+    stats["row"] = [r if " {" not in r else r.split(" {")[0] + " " + _short_hp("{" + r.split(" {", 1)[1]) for r in stats["row"]]
+    return stats[["row", "task", "mean", "ci_low", "ci_high", "n"]]
 
 
 def _short_hp(hp_json: str) -> str:
@@ -114,11 +116,12 @@ def wide_table(long: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return wide.sort_values("mean", ascending=False, na_position="last")
 
 
-def format_cell(mean: float, std: float | None, n: int) -> str:
+def format_cell(mean: float, half_width: float | None, n: int) -> str:
+    """``mean ± h`` where h is half the width of the 95% bootstrap interval over seeds."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
-    if n and n > 1 and std is not None and not math.isnan(std):
-        return f"{mean:.1f} ± {std:.1f}"
+    if n and n > 1 and half_width is not None and not math.isnan(half_width):
+        return f"{mean:.1f} ± {half_width:.1f}"
     return f"{mean:.1f}"
 
 
@@ -156,7 +159,7 @@ def suite_markdown(long: pd.DataFrame, suite: str, groups: list[tuple[str, list[
     A group mean is shown only when the row has every task of the group that this table holds;
     the VTAB-1k mean is the mean of the group means (as in the VTAB and PEFT papers)."""
     tasks = [t for _, ts in groups for t in ts]
-    stats = {(r.row, r.task): (r.mean, r.std, int(r.n)) for r in long.itertuples()}
+    stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
     rows = sorted({r for r, _ in stats})
     notes = []
     group_cols = [g for g, _ in groups] if suite and (len(groups) > 1 or suite == "vtab1k") else []
@@ -220,7 +223,7 @@ def csv_long(df: pd.DataFrame) -> str:
         long.insert(0, "method", method)
         frames.append(long)
     if not frames:
-        return "method,row,task,mean,std,n\n"
+        return "method,row,task,mean,ci_low,ci_high,n\n"
     return pd.concat(frames).to_csv(index=False, float_format="%.4f")
 
 

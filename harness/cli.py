@@ -154,7 +154,8 @@ def _parse_sets(pairs):
 @click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task data location (folder or hf:<dataset>), repeatable")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache (default $BOB_CACHE/features or ~/.cache/bob/features)")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths, cache_dir, device):
+@click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="log the cell to Weights & Biases (WANDB_MODE=offline works)")
+def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths, cache_dir, device, wandb_target):
     """Run one cell and print its metrics and where the record went."""
     from .executors.local import default_cache_dir
     from .features import FeatureCache
@@ -165,9 +166,11 @@ def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths,
 
     spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets))
     expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}))  # validates names and hparams
+    from .wandb_logging import cell_logger_factory
+
     store = ResultStore(out)
     record = run_cell(spec, store, data_root=data_root, data_paths=_parse_data_paths(data_paths), feature_cache=FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir()), device=device,
-                      checkpoint_dir=store.folder / ".checkpoints")
+                      checkpoint_dir=store.folder / ".checkpoints", logger_factory=cell_logger_factory(wandb_target, store.sweep))
     _print_record(record)
     if record["status"] != "ok":
         sys.exit(1)
@@ -197,7 +200,8 @@ def _print_record(record):
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache folder")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available)")
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
-def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths, cache_dir, device, publish_name):
+@click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
+def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths, cache_dir, device, publish_name, wandb_target):
     """Expand GRID_FILE into cells and run those not done yet, in-process."""
     from .grid import load_grid
     from .sweep import plan_sweep, record_skipped, summarise
@@ -215,15 +219,18 @@ def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths,
     else:
         from .executors.local import run_local
 
+        from .wandb_logging import cell_logger_factory
+
         paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
-        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, data_paths=paths, cache_dir=Path(cache_dir) if cache_dir else None, device=device)
+        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, data_paths=paths, cache_dir=Path(cache_dir) if cache_dir else None,
+                            device=device, logger_factory=cell_logger_factory(wandb_target, grid.name))
         counts = summarise(records)
         click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {plan.store.folder}")
     if publish_name:
         from .leaderboard import publish
 
-        out = publish([plan.store], publish_name)
-        click.echo(f"leaderboard: {out / 'leaderboard.md'}")
+        out = publish([plan.store], publish_name, wandb_project=wandb_target)
+        click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
 
 
 # -- results / aggregate / publish ------------------------------------------------------------
@@ -263,13 +270,30 @@ def results_clean(sweeps, results_root):
 @click.argument("sweeps", nargs=-1, required=True)
 @click.option("--results", "results_root", default="results", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
-def aggregate(sweeps, results_root, fmt):
-    """Print backbone x task tables (mean over seeds), one per method."""
+@click.option("--family", help="only backbones of this family (cnn, vit, ...)")
+@click.option("--pretrain", help="only this pre-training method (substring: supervised, self-supervised, random ...)")
+@click.option("--data", "pretrain_data", help="only this pre-training data (substring)")
+@click.option("--min-params", type=float, help="millions of parameters, inclusive")
+@click.option("--max-params", type=float, help="millions of parameters, inclusive")
+def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_params, max_params):
+    """Print the BoB overall score / mean rank and backbone x task tables, one set per method."""
     from .aggregate import aggregate_markdown, csv_long, records_frame
+    from .leaderboard import overall_markdown
+    from .scores import cell_stats, filter_backbones, overall_scores
     from .store import resolve_store
 
     df = records_frame([resolve_store(s, results_root) for s in sweeps])
-    click.echo(aggregate_markdown(df) if fmt == "md" else csv_long(df), nl=False)
+    if not df.empty:
+        df = filter_backbones(df, family, pretrain, pretrain_data, min_params, max_params)
+    if df.empty:
+        raise BobError("no records match (check the sweep names and the filters)")
+    if fmt == "csv":
+        click.echo(csv_long(df), nl=False)
+        return
+    overall = overall_scores(cell_stats(df))
+    for method in sorted(overall["method"].unique()):
+        click.echo(f"## {method}: overall (BoB score = mean per-task z-score)\n\n{overall_markdown(overall, method)}")
+    click.echo(aggregate_markdown(df), nl=False)
 
 
 @main.command()
@@ -277,13 +301,14 @@ def aggregate(sweeps, results_root, fmt):
 @click.option("--name", required=True, help="leaderboard name: writes leaderboards/NAME/")
 @click.option("--results", "results_root", default="results", show_default=True)
 @click.option("--out", "out_root", default="leaderboards", show_default=True)
-def publish(sweeps, name, results_root, out_root):
-    """Write the leaderboard (leaderboard.md, leaderboard.csv) for one or more sweeps."""
+@click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="also log a summary run with the leaderboard table and plots")
+def publish(sweeps, name, results_root, out_root, wandb_target):
+    """Write leaderboards/NAME/: index.html, leaderboard.md/.csv, results.parquet, table.tex, plots, METHODOLOGY.md."""
     from .leaderboard import publish as do_publish
     from .store import resolve_store
 
-    out = do_publish([resolve_store(s, results_root) for s in sweeps], name, out_root)
-    click.echo(f"leaderboard: {out / 'leaderboard.md'}")
+    out = do_publish([resolve_store(s, results_root) for s in sweeps], name, out_root, wandb_project=wandb_target)
+    click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
 
 
 @main.command()

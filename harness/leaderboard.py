@@ -1,50 +1,235 @@
-"""``bob publish``: the leaderboard folder (Markdown and CSV) from one or more sweeps."""
+"""``bob publish``: a leaderboard folder from one or more sweeps.
+
+Writes ``leaderboards/<name>/``: ``index.html`` (self-contained, works offline), ``leaderboard.md``,
+``leaderboard.csv``, ``results.parquet``, ``table.tex`` (booktabs), PNG plots and
+``METHODOLOGY.md``. Every number is recomputed from the records by ``harness.scores``.
+"""
 from __future__ import annotations
 
 import datetime as _dt
+import html
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import aggregate_markdown, csv_long, records_frame
+from .aggregate import MISSING, aggregate_markdown, records_frame
+from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
+
+HERE = Path(__file__).parent
+
+
+def _num(value, digits=2):
+    return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def task_tab(group: str | None) -> str:
+    return (group or "other").split("/")[0]
+
+
+# -- markdown -------------------------------------------------------------------------------------
+def overall_markdown(overall: pd.DataFrame, method: str) -> str:
+    sub = overall[overall["method"] == method]
+    lines = ["| # | backbone | BoB score | mean rank | tasks | params | size bucket (rank) |", "|---:|---|---:|---:|---:|---:|---|"]
+    for i, r in enumerate(sub.itertuples(), 1):
+        tasks = f"{r.n_tasks}/{r.tasks_total}" + ("" if r.complete else " *")
+        lines.append(f"| {i} | `{r.row}` | {r.score:+.2f} | {r.mean_rank:.2f} | {tasks} | {_num(r.params_m, 1)}M | {r.param_bucket} ({r.rank_in_bucket}) |")
+    text = "\n".join(lines) + "\n"
+    if not sub["complete"].all():
+        text += "\n_* this backbone lacks some tasks; its score and rank average only the tasks it has (missing tasks are excluded, never zero)._\n"
+    return text
 
 
 def backbone_meta_table(df: pd.DataFrame) -> str:
     ok = df[df["status"] == "ok"].drop_duplicates("backbone_label")
     lines = ["| backbone | family | pre-training | data | weights | params (M) | GFLOPs | input px |", "|---|---|---|---|---|---:|---:|---:|"]
     for r in ok.sort_values("backbone_label").itertuples():
-        gflops = "—" if pd.isna(r.gflops) else f"{r.gflops:.3f}"
-        params = "—" if pd.isna(r.params_m) else f"{r.params_m:.2f}"
-        lines.append(f"| `{r.backbone_label}` | {r.family} | {r.pretrain_method} | {r.pretrain_data} | {r.weights_resolved} | {params} | {gflops} | {r.img_size} |")
+        lines.append(f"| `{r.backbone_label}` | {r.family} | {r.pretrain_method} | {r.pretrain_data} | {r.weights_resolved} | {_num(r.params_m)} | {_num(r.gflops, 3)} | {r.img_size} |")
     return "\n".join(lines) + "\n"
 
 
-def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leaderboards") -> Path:
-    df = records_frame(stores)
-    out = Path(out_root) / name
-    out.mkdir(parents=True, exist_ok=True)
+def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, sweeps: list[str], stamp: str) -> str:
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     random_init = sorted(df.loc[df["weights_resolved"] == "random-init", "backbone"].dropna().unique()) if not df.empty else []
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shas = sorted(df["git_sha"].dropna().unique()) if not df.empty else []
     md = [
-        f"# Leaderboard: {name}",
-        "",
-        f"Sweeps: {', '.join(s.sweep for s in stores)} · cells: "
-        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        + f" · generated {stamp} · bob git {', '.join(s[:10] for s in shas) or 'unknown'}",
-        "",
-        "Metric: top-1 accuracy (%) on each task's test split, mean ± std over seeds. "
-        "`—` = no finished cell (never counted as zero); the row mean is shown only when every task is present.",
-        "",
+        f"# Leaderboard: {name}", "",
+        f"Sweeps: {', '.join(sweeps)} · cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + f" · generated {stamp} · bob git {', '.join(s[:10] for s in shas) or 'unknown'}", "",
+        "Metric: top-1 accuracy (%) on each task's test split; `a ± h` = mean over seeds ± half the width of the 95% bootstrap "
+        "interval. `—` = no finished cell (never counted as zero). BoB score = mean over tasks of the per-task z-score across "
+        "backbones (within one method). See [METHODOLOGY.md](METHODOLOGY.md).", "",
     ]
     if random_init:
-        md += [f"**Random-init weights** (no pre-training; labelled `(random-init)` below): {', '.join(f'`{b}`' for b in random_init)}.", ""]
-    md += [aggregate_markdown(df), "## Backbones", "", backbone_meta_table(df)]
+        md += [f"**Random-init weights** (no pre-training; labelled `(random-init)`): {', '.join(f'`{b}`' for b in random_init)}.", ""]
+    for method in sorted(overall["method"].unique()):
+        md += [f"## {method}: overall", "", overall_markdown(overall, method)]
+    md += ["## Per task", "", aggregate_markdown(df), "## Backbones", "", backbone_meta_table(df)]
     failed = df[df["status"] == "failed"] if not df.empty else df
     if len(failed):
         md += ["## Failed cells", "", *[f"- `{r.backbone_label}` {r.method} {r.task} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
-    atomic_write_text(out / "leaderboard.md", "\n".join(md))
-    atomic_write_text(out / "leaderboard.csv", csv_long(df))
+    return "\n".join(md)
+
+
+# -- LaTeX ----------------------------------------------------------------------------------------
+def _tex(text: str) -> str:
+    return str(text).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
+
+
+def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame) -> str:
+    """One booktabs table per method: tasks as columns, then the BoB score; best per column in bold."""
+    parts = ["% generated by `bob publish`; needs \\usepackage{booktabs}"]
+    for method in sorted(stats["method"].unique()):
+        sub = stats[stats["method"] == method]
+        tasks = sorted(sub["task"].unique())
+        wide = sub.pivot(index="row", columns="task", values="mean").reindex(columns=tasks)
+        best = wide.max()
+        scores = overall[overall["method"] == method].set_index("row")["score"]
+        order = scores.sort_values(ascending=False).index
+        parts += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(tasks) + 1) + "}", r"\toprule",
+                  "Backbone & " + " & ".join(_tex(t.split("/", 1)[-1]) for t in tasks) + r" & Score \\", r"\midrule"]
+        for row in order:
+            cells = []
+            for t in tasks:
+                v = wide.loc[row, t]
+                cells.append("--" if math.isnan(v) else (rf"\textbf{{{v:.1f}}}" if v == best[t] else f"{v:.1f}"))
+            parts.append(_tex(row) + " & " + " & ".join(cells) + f" & {scores[row]:+.2f}" + r" \\")
+        parts += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(method)}: top-1 (\%) per task and BoB score (mean z-score over tasks).}}", r"\end{table}", ""]
+    return "\n".join(parts)
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    methods = sorted(overall["method"].unique())
+    for x_col, label, fname in (("params_m", "parameters (M)", "score_vs_params.png"), ("gflops", "GFLOPs (forward, at the input size used)", "score_vs_gflops.png")):
+        fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False)
+        for ax, method in zip(axes[0], methods):
+            sub = overall[(overall["method"] == method) & overall[x_col].notna()]
+            ax.scatter(sub[x_col], sub["score"], s=30)
+            for r in sub.itertuples():
+                ax.annotate(r.row.replace("timm:", "")[:28], (getattr(r, x_col), r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set(title=method, xlabel=label, ylabel="BoB score (mean z)")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=120)
+        plt.close(fig)
+        written.append(fname)
+    ranked = rank_by_task(stats)
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 1.5 + 0.35 * ranked["row"].nunique()), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sub = ranked[ranked["method"] == method]
+        grid = sub.pivot(index="row", columns="task", values="rank")
+        im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [t.split("/", 1)[-1] for t in grid.columns], rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [r.replace("timm:", "")[:32] for r in grid.index], fontsize=7)
+        ax.set_title(f"{method}: rank per task (1 = best)")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out / "rank_heatmap.png", dpi=120)
+    plt.close(fig)
+    written.append("rank_heatmap.png")
+    return written
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name: str, stamp: str) -> dict:
+    meta = {}
+    for r in overall.itertuples():
+        meta[r.row] = {"family": r.family, "pretrain": r.pretrain_method, "data": r.pretrain_data, "weights": r.weights,
+                       "params_m": _clean(r.params_m), "gflops": _clean(r.gflops), "bucket": r.param_bucket}
+    tabs: dict[str, list[str]] = {}
+    for task, group in stats[["task", "task_group"]].drop_duplicates().itertuples(index=False):
+        tabs.setdefault(task_tab(group), []).append(task)
+    return {
+        "name": name, "generated": stamp, "methods": sorted(overall["method"].unique().tolist()),
+        "tabs": {k: sorted(v) for k, v in sorted(tabs.items())}, "backbones": meta,
+        "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket")} for r in overall.itertuples()],
+        "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n")} for r in stats.itertuples()],
+        "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
+    }
+
+
+def leaderboard_html(data: dict) -> str:
+    template = (HERE / "templates" / "leaderboard.html").read_text(encoding="utf-8")
+    payload = json.dumps(data, sort_keys=True).replace("</", "<\\/")  # keep the JSON inert inside <script>
+    return template.replace("__TITLE__", html.escape(data["name"])).replace("__DATA__", payload)
+
+
+# -- methodology ----------------------------------------------------------------------------------
+def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:
+    protocols = sorted({json.dumps({k: v for k, v in json.loads(r).get("protocol", {}).items() if k in ("tuned_on", "selected_on", "final_train_split", "reported_on")}, sort_keys=True)
+                        for r in df.loc[df["status"] == "ok", "record_json"]}) if not df.empty else []
+    buckets = ", ".join(label for _, _, label in PARAM_BUCKETS)
+    return f"""# How these numbers were computed
+
+Source: the JSON records of sweep(s) {', '.join(sweeps)} (`results.parquet` here holds all of them,
+one row per cell, with the full record in `record_json`). Nothing is typed in by hand.
+
+1. **Cell.** One (backbone, weights, method, task, seed, hyper-parameters) run. Its number is the
+   top-1 accuracy (%) on the task's test split. Hyper-parameters listed in a record's
+   `protocol.search_space` were chosen on the validation split (`protocol.selected_on`, e.g.
+   train800 -> val200 for VTAB-1k), the chosen setting was refitted on `protocol.final_train_split`
+   (train800val200 for VTAB-1k) and scored on `protocol.reported_on`. Fixed settings say "no search".
+   Protocols found in these records: {'; '.join(protocols) or 'none'}.
+2. **Seeds.** Per (method, task, backbone): the mean over seeds and a {int(CI_LEVEL * 100)}% percentile
+   bootstrap interval of that mean ({N_BOOTSTRAP} resamples, fixed RNG seed 0); shown as `mean ± half-width`.
+   With one seed no interval is shown.
+3. **Per-task z-score.** Within one method and one task, each backbone's mean is standardised
+   across the backbones that have it: z = (x - mean) / std (population std, ddof = 0); a task on
+   which all backbones tie gives z = 0.
+4. **BoB score.** The mean of a backbone's z-scores over the tasks it has (Battle of the Backbones).
+   **Mean rank**: the mean over tasks of its rank (1 = best, ties averaged).
+   Missing tasks are excluded from both means and flagged (`tasks` column, `*`); never counted as zero.
+5. **Group means.** VTAB-1k: the mean over the tasks of each group (Natural, Specialized,
+   Structured), shown only when the backbone has every task of that group in the table; the
+   VTAB-1k mean is the mean of the three group means. FGVC: the mean over its tasks.
+6. **Size buckets.** Parameter counts are measured on the feature extractor (no classifier);
+   buckets: {buckets}; `rank in bucket` compares backbones of similar size.
+7. **Weights.** `random-init` rows had no pre-training (asked for, or `auto` found no weights);
+   they are labelled in every table. GFLOPs are measured at the input size the cell used
+   (2 FLOPs per multiply-add).
+"""
+
+
+# -- publish --------------------------------------------------------------------------------------
+def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leaderboards", wandb_project: str | None = None) -> Path:
+    df = records_frame(stores)
+    out = Path(out_root) / name
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sweeps = [s.sweep for s in stores]
+    stats = cell_stats(df) if not df.empty else cell_stats(pd.DataFrame(columns=["status"]))
+    stats = rank_by_task(zscore_by_task(stats)) if not stats.empty else stats
+    overall = overall_scores(stats) if not stats.empty else overall_scores(stats)
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
+    atomic_write_text(out / "leaderboard.csv", stats.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
+    if not stats.empty:
+        atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))
+        write_plots(stats, overall, out)
+        atomic_write_text(out / "index.html", leaderboard_html(page_data(df, stats, overall, name, stamp)))
+    tmp = out / ".results.parquet.tmp"
+    df.to_parquet(tmp, index=False)
+    tmp.replace(out / "results.parquet")
+    if wandb_project:
+        from .wandb_logging import log_leaderboard
+
+        log_leaderboard(wandb_project, name, overall, out)
     return out

@@ -1,0 +1,115 @@
+"""Battle-of-the-Backbones scoring: per-task z-scores, overall score, mean rank, seed intervals.
+
+All functions take the flat records table of ``aggregate.records_frame`` (ok records only are
+used) and return plain DataFrames, so the numbers in a leaderboard can be recomputed from the
+records with a few lines of pandas. Comparisons are always within one method: a kNN number
+is never z-scored against a fine-tuning number.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+PARAM_BUCKETS = ((0, 10, "<10M"), (10, 30, "10-30M"), (30, 100, "30-100M"), (100, 300, "100-300M"), (300, math.inf, ">=300M"))
+N_BOOTSTRAP = 2000
+CI_LEVEL = 0.95
+
+
+def param_bucket(params_m: float | None) -> str:
+    if params_m is None or (isinstance(params_m, float) and math.isnan(params_m)):
+        return "unknown"
+    for lo, hi, label in PARAM_BUCKETS:
+        if lo <= params_m < hi:
+            return label
+    return "unknown"
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOTSTRAP, level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over seeds (NaN, NaN with fewer than 2 values).
+
+    Deterministic (fixed RNG seed) so that republishing the same records gives the same page."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def filter_backbones(df: pd.DataFrame, family: str | None = None, pretrain: str | None = None, data: str | None = None,
+                     min_params: float | None = None, max_params: float | None = None) -> pd.DataFrame:
+    """Rows whose backbone metadata match (substring, case-insensitive; parameter range in millions)."""
+    keep = pd.Series(True, index=df.index)
+    for column, wanted in (("family", family), ("pretrain_method", pretrain), ("pretrain_data", data)):
+        if wanted:
+            keep &= df[column].fillna("").str.lower().str.contains(wanted.lower(), regex=False)
+    if min_params is not None:
+        keep &= df["params_m"].fillna(-1) >= min_params
+    if max_params is not None:
+        keep &= df["params_m"].fillna(math.inf) <= max_params
+    return df[keep]
+
+
+def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, task, backbone row): mean over seeds, 95% bootstrap interval, n seeds."""
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=["method", "task", "row", "mean", "ci_low", "ci_high", "n"])
+    configs = ok.groupby(["method", "backbone_label"])["hparams"].nunique()
+    ok["row"] = [
+        label if configs[(m, label)] == 1 else f"{label} {hp}" for m, label, hp in zip(ok["method"], ok["backbone_label"], ok["hparams"])
+    ]
+    rows = []
+    for (method, task, row), group in ok.groupby(["method", "task", "row"]):
+        values = group["primary_value"].astype(float).to_numpy()
+        lo, hi = bootstrap_ci(values)
+        first = group.iloc[0]
+        rows.append({"method": method, "task": task, "row": row, "mean": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": len(values),
+                     "backbone": first["backbone"], "task_group": first.get("task_group"), "family": first.get("family"),
+                     "pretrain_method": first.get("pretrain_method"), "pretrain_data": first.get("pretrain_data"),
+                     "weights": first.get("weights_resolved"), "params_m": first.get("params_m"), "gflops": first.get("gflops")})
+    return pd.DataFrame(rows)
+
+
+def zscore_by_task(stats: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``z``: per (method, task), (mean - mean over backbones) / std over backbones (ddof=0).
+
+    A task where every backbone scores the same (std 0) contributes z = 0 to everyone."""
+    out = stats.copy()
+    grouped = out.groupby(["method", "task"])["mean"]
+    mu, sd = grouped.transform("mean"), grouped.transform(lambda s: s.std(ddof=0))
+    out["z"] = np.where(sd > 0, (out["mean"] - mu) / sd.where(sd > 0, 1.0), 0.0)
+    return out
+
+
+def rank_by_task(stats: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``rank``: 1 = best on that (method, task); ties share the average rank."""
+    out = stats.copy()
+    out["rank"] = out.groupby(["method", "task"])["mean"].rank(ascending=False, method="average")
+    return out
+
+
+def overall_scores(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, backbone row): BoB score (mean z over the tasks it has), mean rank, task coverage.
+
+    ``complete`` is False when the backbone lacks some of the method's tasks; those tasks are
+    excluded from its means (never counted as zero) and the tables say so."""
+    if stats.empty:
+        return pd.DataFrame(columns=["method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "complete"])
+    scored = rank_by_task(zscore_by_task(stats))
+    total = scored.groupby("method")["task"].nunique()
+    meta_cols = ["backbone", "family", "pretrain_method", "pretrain_data", "weights", "params_m", "gflops"]
+    rows = []
+    for (method, row), group in scored.groupby(["method", "row"]):
+        first = group.iloc[0]
+        rows.append({"method": method, "row": row, "score": float(group["z"].mean()), "mean_rank": float(group["rank"].mean()),
+                     "n_tasks": int(group["task"].nunique()), "tasks_total": int(total[method]),
+                     **{c: first.get(c) for c in meta_cols}})
+    out = pd.DataFrame(rows)
+    out["complete"] = out["n_tasks"] == out["tasks_total"]
+    out["param_bucket"] = out["params_m"].map(param_bucket)
+    out["rank_in_bucket"] = out.groupby(["method", "param_bucket"])["score"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values(["method", "score"], ascending=[True, False]).reset_index(drop=True)
