@@ -190,19 +190,49 @@ def _print_record(record):
 
 
 # -- sweep ------------------------------------------------------------------------------------
+def _parse_kv(pairs, flag) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BobError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} constraint=a100")
+        out[key.lstrip("-")] = value
+    return out
+
+
 @main.command()
 @click.argument("grid_file", type=click.Path())
 @click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False), help="result store root")
 @click.option("--dry-run", is_flag=True, help="print what would run, run nothing")
 @click.option("--retry-failed", is_flag=True, help="also rerun cells whose record says failed")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="local: worker processes")
+@click.option("--gpus", help="local: comma-separated GPU ids; worker k sees only gpus[k % n] (CUDA_VISIBLE_DEVICES)")
+@click.option("--partition", help="slurm: partition")
+@click.option("--time", "time_limit", default="60", show_default=True, help="slurm: time limit per array task (90, 1:30:00)")
+@click.option("--cpus-per-task", type=int, default=1, show_default=True, help="slurm")
+@click.option("--gpus-per-task", type=int, help="slurm")
+@click.option("--mem", help="slurm: e.g. 16G")
+@click.option("--array-parallelism", type=int, default=256, show_default=True, help="slurm: array tasks running at once")
+@click.option("--account", help="slurm")
+@click.option("--qos", help="slurm")
+@click.option("--sbatch", "sbatch_opts", multiple=True, metavar="KEY=VALUE", help="slurm: extra sbatch option, repeatable")
+@click.option("--chunk-size", type=int, default=4, show_default=True, help="slurm: cells per array task")
+@click.option("--timeout-requeues", type=int, default=3, show_default=True, help="slurm: requeues after hitting the time limit")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="slurm: wait for the array and record dead tasks' cells")
+@click.option("--follow", is_flag=True, help="slurm: live progress bar while waiting")
 @click.option("--data-root", envvar="BOB_DATA", help="root of on-disk datasets (env BOB_DATA)")
 @click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task data location (folder or hf:<dataset>), repeatable")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache folder")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available)")
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
-def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths, cache_dir, device, publish_name, wandb_target):
-    """Expand GRID_FILE into cells and run those not done yet, in-process."""
+def sweep(grid_file, results_root, dry_run, retry_failed, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
+          array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
+          publish_name, wandb_target):
+    """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
+    import time as _time
+
     from .grid import load_grid
     from .sweep import plan_sweep, record_skipped, summarise
 
@@ -214,18 +244,44 @@ def sweep(grid_file, results_root, dry_run, retry_failed, data_root, data_paths,
             click.echo(f"  would run {spec.id}  {spec.label()}")
         return
     record_skipped(plan)
+    paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
+    common = dict(data_root=data_root or grid.data_root, data_paths=paths, cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)
+    since = _time.time()
     if not plan.to_run:
         click.echo(f"nothing to run: all {len(plan.done)} cells already done (results in {plan.store.folder})")
+    elif executor == "slurm":
+        from .executors.slurm import SlurmOptions, parse_time, remember_specs, submit, wait_and_reconcile
+
+        opts = SlurmOptions(partition=partition, time_min=parse_time(time_limit), cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                            mem=mem, array_parallelism=array_parallelism, account=account, qos=qos, chunk_size=chunk_size,
+                            timeout_requeues=timeout_requeues, sbatch=_parse_kv(sbatch_opts, "--sbatch"))
+        remember_specs(plan.store, plan.to_run)
+        manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, **common)
+        click.echo(f"submitted SLURM array {manifest['array_job_id']}: {len(manifest['tasks'])} tasks x <= {chunk_size} cells; logs in {plan.store.folder / '.slurm'}")
+        if not wait:
+            click.echo(f"not waiting; follow with `bob status {plan.store.folder}`")
+            return
+        states = wait_and_reconcile(plan.store, manifest, follow=follow)
+        from collections import Counter
+
+        click.echo("array tasks: " + ", ".join(f"{v} {k}" for k, v in sorted(Counter(states.values()).items())))
     else:
-        from .executors.local import run_local
+        from .executors.worker import run_worker, run_workers
 
-        from .wandb_logging import cell_logger_factory
+        specs = [s.as_dict() for s in plan.to_run]
+        if workers > 1:
+            run_workers(workers, gpus.split(",") if gpus else None, spec_dicts=specs, store_folder=str(plan.store.folder), since=since,
+                        device=device, wandb_target=wandb_target, **common)
+        else:
+            run_worker(specs, str(plan.store.folder), since, device=device, wandb_target=wandb_target, **common)
+    if plan.to_run:
+        from .executors.worker import finished_since
 
-        paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
-        records = run_local(plan.to_run, plan.store, data_root=data_root or grid.data_root, data_paths=paths, cache_dir=Path(cache_dir) if cache_dir else None,
-                            device=device, logger_factory=cell_logger_factory(wandb_target, grid.name))
-        counts = summarise(records)
-        click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"; results in {plan.store.folder}")
+        records = [plan.store.read(s.id) for s in plan.to_run if finished_since(plan.store, s.id, since)]
+        counts = summarise([r for r in records if r])
+        elsewhere = len(plan.to_run) - len(records)
+        click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                   + (f"; {elsewhere} still running elsewhere" if elsewhere else "") + f"; results in {plan.store.folder}")
     if publish_name:
         from .leaderboard import publish
 

@@ -29,7 +29,10 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_PLUGIN_MODULES:
+    import os
+
+    extra = [m.strip() for m in os.environ.get("BOB_PLUGINS", "").split(",") if m.strip()]
+    for module in (*BUILTIN_PLUGIN_MODULES, *extra):  # BOB_PLUGINS=a.b,c.d: plugins without packaging
         importlib.import_module(module)
     from importlib.metadata import entry_points
 

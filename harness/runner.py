@@ -53,6 +53,7 @@ def run_cell(
     device: str | None = None,
     log: Callable[[str], None] = print,
     logger_factory: Callable[[RunSpec], Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one cell and write its record (atomically) when ``store`` is given."""
     from .environment import default_device, environment
@@ -79,6 +80,7 @@ def run_cell(
         "environment": {},
         "error": None,
         "started": started,
+        **(extra or {}),
     }
     logger = None
     try:

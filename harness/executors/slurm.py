@@ -1,0 +1,245 @@
+"""SLURM executor: submitit job arrays, several cells per array task, requeue on preemption.
+
+Flow: the plan's cells are cut into chunks (``chunk_size`` cells per array task); one ``sbatch``
+submits the whole array (all or nothing: a refused submission leaves no state behind). Each
+task runs ``run_worker`` over its chunk as a ``submitit.helpers.Checkpointable``: on preemption or
+an approaching time limit submitit requeues it, the finished cells are skipped and a fine-tune
+resumes from its last epoch checkpoint. ``wait_and_reconcile`` waits for the array and writes a
+``failed`` record (with the SLURM state and the task's log) for every cell whose task died
+before finishing it (cancelled, timed out, node failure).
+
+Job states come from ``sacct`` when the cluster has accounting, else from ``scontrol show job``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BobError
+from ..spec import RunSpec
+from ..store import ResultStore, atomic_write_text
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+@dataclass
+class SlurmOptions:
+    partition: str | None = None
+    time_min: int = 60
+    cpus_per_task: int = 1
+    gpus_per_task: int | None = None
+    mem: str | None = None
+    array_parallelism: int = 256
+    account: str | None = None
+    qos: str | None = None
+    chunk_size: int = 4
+    timeout_requeues: int = 3
+    signal_delay_s: int | None = None
+    sbatch: dict[str, str] = field(default_factory=dict)  # extra sbatch options, e.g. {"constraint": "a100"}
+
+
+def parse_time(text: str) -> int:
+    """Minutes from ``90``, ``45m``, ``2h``, ``MM:SS``, ``H:MM:SS`` or ``D-H:MM:SS`` (SLURM's forms)."""
+    text = str(text).strip()
+    if m := re.fullmatch(r"(\d+)([mh]?)", text):
+        return int(m.group(1)) * (60 if m.group(2) == "h" else 1)
+    if m := re.fullmatch(r"(\d+):(\d{2})", text):
+        return max(1, int(m.group(1)) + (int(m.group(2)) > 0))
+    if m := re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{2}):(\d{2})", text):
+        days, hours, minutes, seconds = (int(x or 0) for x in m.groups())
+        return max(1, days * 1440 + hours * 60 + minutes + (seconds > 0))
+    raise BobError(f"--time {text!r}: use minutes (90), H:MM:SS (1:30:00) or D-H:MM:SS")
+
+
+class CellChunk:
+    """What one array task runs; requeued (same arguments) on preemption and time-out."""
+
+    def __call__(self, spec_dicts, store_folder, since, data_root, data_paths, cache_dir, wandb_target):
+        from .worker import run_worker
+
+        log_path = None
+        try:
+            import submitit
+
+            log_path = str(submitit.JobEnvironment().paths.stdout)
+        except Exception:
+            pass
+        records = run_worker(spec_dicts, store_folder, since, data_root, data_paths, cache_dir, None, wandb_target, log_path)
+        return [r["id"] for r in records]
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _executor(store: ResultStore, opts: SlurmOptions):
+    try:
+        import submitit
+    except ImportError:
+        raise BobError("--executor slurm needs submitit: pip install 'bob-harness[slurm]'") from None
+    folder = store.folder / ".slurm"
+    executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=opts.timeout_requeues)
+    params: dict[str, Any] = {
+        "time": opts.time_min,
+        "cpus_per_task": opts.cpus_per_task,
+        "array_parallelism": opts.array_parallelism,
+        "job_name": f"bob-{store.sweep}",
+        "signal_delay_s": opts.signal_delay_s if opts.signal_delay_s is not None else min(90, max(10, opts.time_min * 6)),
+    }
+    for key in ("partition", "mem", "account", "qos", "gpus_per_task"):
+        if getattr(opts, key):
+            params[key] = getattr(opts, key)
+    if opts.sbatch:
+        params["additional_parameters"] = dict(opts.sbatch)
+    try:
+        executor.update_parameters(**params)
+    except (ValueError, TypeError) as exc:
+        raise BobError(f"invalid SLURM option: {str(exc).splitlines()[0]}") from None
+    return executor
+
+
+def submit(cells: list[RunSpec], store: ResultStore, opts: SlurmOptions, since: float, data_root=None, data_paths=None,
+           cache_dir=None, wandb_target=None) -> dict[str, Any]:
+    """Submit one job array; returns the submission manifest (also appended to .slurm/submissions.jsonl)."""
+    if not cells:
+        return {}
+    if opts.chunk_size < 1:
+        raise BobError(f"--chunk-size must be at least 1, got {opts.chunk_size}")
+    executor = _executor(store, opts)
+    chunks = [cells[i : i + opts.chunk_size] for i in range(0, len(cells), opts.chunk_size)]
+    args = [[s.as_dict() for s in chunk] for chunk in chunks]
+    n = len(chunks)
+    folder = str(store.folder.resolve())
+    try:
+        jobs = executor.map_array(CellChunk(), args, [folder] * n, [since] * n, [data_root] * n, [data_paths or {}] * n,
+                                  [str(cache_dir) if cache_dir else None] * n, [wandb_target] * n)
+    except subprocess.CalledProcessError as exc:
+        raise BobError(f"sbatch refused the job array: {_sbatch_message(exc)}") from None
+    except Exception as exc:  # submitit wraps sbatch failures in its own error types
+        raise BobError(f"sbatch refused the job array: {_sbatch_message(exc)}") from None
+    array_id = str(jobs[0].job_id).split("_")[0]
+    manifest = {
+        "array_job_id": array_id,
+        "submitted": time.time(),
+        "since": since,
+        "tasks": {str(i): {"job_id": job.job_id, "cells": [s.id for s in chunk], "stdout": str(job.paths.stdout)} for i, (job, chunk) in enumerate(zip(jobs, chunks))},
+    }
+    manifest_path = store.folder / ".slurm" / "submissions.jsonl"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest_path, "a", encoding="utf-8") as f:  # one line per submission; appends of one line are atomic enough here
+        f.write(json.dumps(manifest) + "\n")
+    return manifest
+
+
+def _sbatch_message(exc: Exception) -> str:
+    text = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+    errors = [l for l in lines if "error" in l.lower()]
+    return (errors or lines or ["unknown error"])[-1]
+
+
+# -- job states -----------------------------------------------------------------------------------
+def array_states(array_job_id: str) -> dict[str, str]:
+    """``{task index: STATE}`` for the array; sacct when accounting is on, else squeue + scontrol."""
+    states: dict[str, str] = {}
+    try:
+        out = subprocess.run(["sacct", "-j", array_job_id, "-X", "-n", "-P", "-o", "JobID,State"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            for line in out.stdout.splitlines():
+                job, _, state = line.partition("|")
+                if "_" in job and "[" not in job:
+                    states[job.split("_", 1)[1]] = state.split()[0]
+            if states:
+                return states
+    except (OSError, subprocess.SubprocessError):
+        pass
+    out = subprocess.run(["scontrol", "-o", "show", "job", array_job_id], capture_output=True, text=True, timeout=30)
+    for line in out.stdout.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        task = fields.get("ArrayTaskId")
+        if task is None:
+            continue
+        state = fields.get("JobState", "UNKNOWN")
+        if re.fullmatch(r"\d+", task):
+            states[task] = state
+        else:  # a pending range like 3-5%2
+            for part in task.split("%")[0].split(","):
+                lo, _, hi = part.partition("-")
+                for i in range(int(lo), int(hi or lo) + 1):
+                    states[str(i)] = state
+    return states
+
+
+def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: float = 3.0, follow: bool = True) -> dict[str, str]:
+    """Wait until every array task has ended; give every unfinished cell a failed record."""
+    from ..progress import progress
+    from ..runner import now_iso
+    from ..store import RECORD_SCHEMA
+    from .worker import finished_since
+
+    tasks = manifest["tasks"]
+    total = sum(len(t["cells"]) for t in tasks.values())
+    bar = progress(range(total), desc=f"slurm {manifest['array_job_id']}", total=total, leave=True) if follow else None
+    done_before = 0
+    unknown_since: float | None = None
+    while True:
+        states = array_states(manifest["array_job_id"])
+        done = sum(finished_since(store, c, manifest["since"]) for t in tasks.values() for c in t["cells"])
+        if bar is not None and hasattr(bar, "update"):
+            bar.update(done - done_before)
+        done_before = done
+        ended = all(states.get(i, "UNKNOWN") in FINAL_STATES and not states.get(i, "").startswith("REQUEUE") for i in tasks)
+        if not states:  # the controller forgot the job (MinJobAge passed): judge by the records
+            unknown_since = unknown_since or time.time()
+            ended = done == total or time.time() - unknown_since > 60
+        if ended:
+            break
+        time.sleep(poll_s)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+    from ..claims import Claims
+
+    claims = Claims(store.folder)
+    for index, task in tasks.items():
+        state = states.get(index, "UNKNOWN")
+        for cell_id in task["cells"]:
+            if finished_since(store, cell_id, manifest["since"]):
+                continue
+            claims.release(cell_id)  # its owner is gone
+            spec = _spec_from_manifest(store, cell_id)
+            store.write({
+                "schema": RECORD_SCHEMA, "id": cell_id, "sweep": store.sweep, "status": "failed",
+                **({"spec": spec, **{k: v for k, v in spec.items() if k != "hparams"}} if spec else {}),
+                "metrics": {}, "created": now_iso(), "log": task["stdout"],
+                "slurm": {"job_id": task["job_id"], "state": state},
+                "error": {"type": f"Slurm{state.title().replace('_', '')}", "traceback": None,
+                          "message": f"SLURM array task {task['job_id']} ended {state} before this cell finished; log: {task['stdout']}"},
+            })
+    return states
+
+
+def _spec_from_manifest(store: ResultStore, cell_id: str) -> dict | None:
+    pending = store.folder / ".slurm" / "specs.json"
+    try:
+        return json.loads(pending.read_text()).get(cell_id)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def remember_specs(store: ResultStore, cells: list[RunSpec]) -> None:
+    """Keep the specs of submitted cells so that a reconciled failure record carries its spec."""
+    path = store.folder / ".slurm" / "specs.json"
+    try:
+        known = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        known = {}
+    known.update({s.id: s.as_dict() for s in cells})
+    atomic_write_text(path, json.dumps(known))
