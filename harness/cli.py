@@ -370,18 +370,34 @@ def publish(sweeps, name, results_root, out_root, wandb_target):
 @main.command()
 @click.argument("sweep_name")
 @click.option("--results", "results_root", default="results", show_default=True)
-def status(sweep_name, results_root):
-    """Counts by state and the failed cells with the first line of their error."""
-    from .store import resolve_store
-    from .sweep import summarise
+@click.option("--grid", "grid_file", type=click.Path(exists=True), help="the sweep's grid, to count cells not submitted yet as pending")
+def status(sweep_name, results_root, grid_file):
+    """Counts by state (pending, running, ok, failed, skipped), failed cells with their error and log, ETA."""
+    from .sweep import sweep_status
 
-    store = resolve_store(sweep_name, results_root)
-    records = list(store.records())
-    counts = summarise(records)
-    click.echo(f"{store.folder}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    for r in records:
-        if r.get("status") == "failed":
-            click.echo(f"  failed {r['id']} {r.get('backbone')} {r.get('method')} {r.get('task')} s{r.get('seed')}: {r['error']['message']}")
+    st = sweep_status(sweep_name, results_root, grid_file)
+    click.echo(f"{st['folder']}: " + ", ".join(f"{st['counts'][k]} {k}" for k in ("pending", "running", "ok", "failed", "skipped")))
+    for cell in st["running"]:
+        click.echo(f"  running {cell['id']} on {cell['host']}" + (f" (SLURM {cell['slurm']})" if cell.get("slurm") else "") + f", heartbeat {cell['age_s']:.0f} s ago")
+    for r in st["failed"]:
+        click.echo(f"  failed {r['id']} {r.get('backbone')} {r.get('method')} {r.get('task')} s{r.get('seed')}: {r['error']['message']}"
+                   + (f" [log: {r['log']}]" if r.get("log") else ""))
+    if st["eta_s"] is not None:
+        click.echo(f"ETA: ~{st['eta_s'] / 60:.1f} min for {st['counts']['pending'] + st['counts']['running']} unfinished cells "
+                   f"(mean {st['mean_wall_s']:.1f} s per finished cell, {max(1, st['counts']['running'])} at a time)")
+
+
+@main.command()
+@click.argument("grid_file", type=click.Path())
+def prefetch(grid_file):
+    """Download every weight and dataset GRID_FILE needs into the local caches (run on a login node)."""
+    from .grid import load_grid
+    from .prefetch import prefetch_grid
+
+    rows = prefetch_grid(load_grid(grid_file))
+    click.echo(format_table(rows, ["item", "kind", "status", "detail"]))
+    if any(r["status"] == "missing" for r in rows):
+        raise BobError(f"{sum(r['status'] == 'missing' for r in rows)} item(s) could not be fetched; see the table above")
 
 
 # -- data -------------------------------------------------------------------------------------

@@ -33,6 +33,15 @@ def check_supported(spec: RunSpec) -> str | None:
     return None
 
 
+def classify_exception(exc: Exception) -> tuple[str, str]:
+    """(type, one-line message). submitit raises UncompletedJobError into the cell when the SLURM
+    time limit's warning signal arrives and no requeue is left: that is a time-out, not a bug."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if type(exc).__name__ == "UncompletedJobError" and "timed-out" in first:
+        return "SlurmTimeout", f"stopped by the SLURM time limit ({first}); give more --time or --timeout-requeues"
+    return type(exc).__name__, f"{type(exc).__name__}: {first}"
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -132,8 +141,8 @@ def run_cell(
     except BobError as exc:
         record["error"] = {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}
     except Exception as exc:  # a bug or a library failure: keep everything needed to debug it
-        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        record["error"] = {"type": type(exc).__name__, "message": message, "traceback": traceback.format_exc()}
+        kind, message = classify_exception(exc)
+        record["error"] = {"type": kind, "message": message, "traceback": traceback.format_exc()}
     finally:
         if logger is not None:
             try:

@@ -77,3 +77,36 @@ def record_skipped(plan: SweepPlan) -> None:
 
 def summarise(records: list[dict[str, Any]]) -> Counter:
     return Counter(r.get("status", "?") for r in records)
+
+
+def sweep_status(sweep_or_path: str, results_root: str | Path = "results", grid_file: str | None = None) -> dict[str, Any]:
+    """What ``bob status`` prints: states by count, running cells, failed cells, ETA."""
+    import json
+    import time
+
+    from .claims import Claims
+    from .store import resolve_store
+
+    store = resolve_store(sweep_or_path, results_root)
+    records = {r["id"]: r for r in store.records()}
+    known = set(records)
+    specs_file = store.folder / ".slurm" / "specs.json"
+    if specs_file.exists():
+        known |= set(json.loads(specs_file.read_text()))
+    if grid_file:
+        from .grid import expand, load_grid
+
+        known |= {s.id for s in expand(load_grid(grid_file)).cells}
+    active = Claims(store.folder).active()
+    running = [{"id": cid, "host": info.get("host"), "slurm": info.get("slurm_array") or info.get("slurm_job_id"),
+                "age_s": time.time() - info["heartbeat"]} for cid, info in active.items()]
+    counts = {"pending": 0, "running": len(running), "ok": 0, "failed": 0, "skipped": 0}
+    for r in records.values():
+        counts[r.get("status", "failed")] = counts.get(r.get("status", "failed"), 0) + 1
+    counts["pending"] = len(known - set(records) - set(active))
+    walls = [r["timing"]["wall_s"] for r in records.values() if r.get("status") == "ok" and r.get("timing", {}).get("wall_s")]
+    mean_wall = sum(walls) / len(walls) if walls else None
+    unfinished = counts["pending"] + counts["running"]
+    eta = mean_wall * unfinished / max(1, counts["running"]) if mean_wall and unfinished else None
+    return {"folder": str(store.folder), "counts": counts, "running": running, "failed": [r for r in records.values() if r.get("status") == "failed"],
+            "eta_s": eta, "mean_wall_s": mean_wall}

@@ -13,6 +13,7 @@ Job states come from ``sacct`` when the cluster has accounting, else from ``scon
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -116,13 +117,16 @@ def submit(cells: list[RunSpec], store: ResultStore, opts: SlurmOptions, since: 
     args = [[s.as_dict() for s in chunk] for chunk in chunks]
     n = len(chunks)
     folder = str(store.folder.resolve())
-    try:
-        jobs = executor.map_array(CellChunk(), args, [folder] * n, [since] * n, [data_root] * n, [data_paths or {}] * n,
-                                  [str(cache_dir) if cache_dir else None] * n, [wandb_target] * n)
-    except subprocess.CalledProcessError as exc:
-        raise BobError(f"sbatch refused the job array: {_sbatch_message(exc)}") from None
-    except Exception as exc:  # submitit wraps sbatch failures in its own error types
-        raise BobError(f"sbatch refused the job array: {_sbatch_message(exc)}") from None
+    with captured_stderr() as sbatch_stderr:
+        try:
+            jobs = executor.map_array(CellChunk(), args, [folder] * n, [since] * n, [data_root] * n, [data_paths or {}] * n,
+                                      [str(cache_dir) if cache_dir else None] * n, [wandb_target] * n)
+        except Exception as exc:  # CalledProcessError or submitit's own wrapper around it
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise BobError(f"sbatch refused the job array: {_sbatch_message(sbatch_stderr.text or str(error))}") from None
     array_id = str(jobs[0].job_id).split("_")[0]
     manifest = {
         "array_job_id": array_id,
@@ -137,26 +141,48 @@ def submit(cells: list[RunSpec], store: ResultStore, opts: SlurmOptions, since: 
     return manifest
 
 
-def _sbatch_message(exc: Exception) -> str:
-    text = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
+class captured_stderr:
+    """Captures file descriptor 2 (where submitit lets sbatch's complaints go) into ``.text``."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        self.text = ""
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        return False
+
+
+def _sbatch_message(text: str) -> str:
+    """sbatch's own words on one line: its error lines, without the repeated 'sbatch: error:' prefix."""
     lines = [l.strip() for l in str(text).splitlines() if l.strip()]
-    errors = [l for l in lines if "error" in l.lower()]
-    return (errors or lines or ["unknown error"])[-1]
+    errors = [re.sub(r"^sbatch:\s*(error:\s*)?", "", l) for l in lines if "error" in l.lower() or l.startswith("sbatch:")]
+    chosen = errors or lines[-1:] or ["unknown error"]
+    return "; ".join(dict.fromkeys(chosen))
 
 
 # -- job states -----------------------------------------------------------------------------------
-def array_states(array_job_id: str) -> dict[str, str]:
-    """``{task index: STATE}`` for the array; sacct when accounting is on, else squeue + scontrol."""
+def _states_by_job_id(array_job_id: str) -> dict[str, str]:
+    """``{"<array>_<task>" or "<job>": STATE}`` from sacct (accounting on) or scontrol."""
     states: dict[str, str] = {}
     try:
         out = subprocess.run(["sacct", "-j", array_job_id, "-X", "-n", "-P", "-o", "JobID,State"], capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
+        if out.returncode == 0:
             for line in out.stdout.splitlines():
                 job, _, state = line.partition("|")
-                if "_" in job and "[" not in job:
-                    states[job.split("_", 1)[1]] = state.split()[0]
+                if job and "[" not in job:
+                    states[job] = state.split()[0] if state else "UNKNOWN"
             if states:
                 return states
     except (OSError, subprocess.SubprocessError):
@@ -164,18 +190,35 @@ def array_states(array_job_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "-o", "show", "job", array_job_id], capture_output=True, text=True, timeout=30)
     for line in out.stdout.splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        task = fields.get("ArrayTaskId")
-        if task is None:
-            continue
         state = fields.get("JobState", "UNKNOWN")
-        if re.fullmatch(r"\d+", task):
-            states[task] = state
-        else:  # a pending range like 3-5%2
-            for part in task.split("%")[0].split(","):
+        task, array = fields.get("ArrayTaskId"), fields.get("ArrayJobId")
+        if task and array:
+            for part in task.split("%")[0].split(","):  # a pending range like 3-5%2
                 lo, _, hi = part.partition("-")
                 for i in range(int(lo), int(hi or lo) + 1):
-                    states[str(i)] = state
+                    states[f"{array}_{i}"] = state
+        elif "JobId" in fields:
+            states[fields["JobId"]] = state
     return states
+
+
+def task_states(manifest: dict[str, Any]) -> dict[str, str]:
+    """``{task index: STATE}`` for one submission (UNKNOWN where SLURM no longer knows the task).
+
+    A requeued single-task array can come back under its plain job id; that is looked up too."""
+    by_id = _states_by_job_id(manifest["array_job_id"])
+    tasks = manifest["tasks"]
+    out = {}
+    for index, task in tasks.items():
+        job_id = str(task["job_id"])
+        state = by_id.get(job_id) or (by_id.get(job_id.split("_")[0]) if len(tasks) == 1 else None)
+        out[index] = state or "UNKNOWN"
+    return out
+
+
+def queue_empty(array_job_id: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", array_job_id, "-o", "%i"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and not out.stdout.strip()
 
 
 def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: float = 3.0, follow: bool = True) -> dict[str, str]:
@@ -191,17 +234,20 @@ def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: flo
     done_before = 0
     unknown_since: float | None = None
     while True:
-        states = array_states(manifest["array_job_id"])
+        states = task_states(manifest)
         done = sum(finished_since(store, c, manifest["since"]) for t in tasks.values() for c in t["cells"])
         if bar is not None and hasattr(bar, "update"):
             bar.update(done - done_before)
         done_before = done
-        ended = all(states.get(i, "UNKNOWN") in FINAL_STATES and not states.get(i, "").startswith("REQUEUE") for i in tasks)
-        if not states:  # the controller forgot the job (MinJobAge passed): judge by the records
-            unknown_since = unknown_since or time.time()
-            ended = done == total or time.time() - unknown_since > 60
-        if ended:
+        if all(state in FINAL_STATES for state in states.values()):
             break
+        if "UNKNOWN" in states.values() and queue_empty(manifest["array_job_id"]):
+            # nothing queued and SLURM forgot some tasks (MinJobAge passed): judge by the records
+            unknown_since = unknown_since or time.time()
+            if done == total or time.time() - unknown_since > 30:
+                break
+        else:
+            unknown_since = None
         time.sleep(poll_s)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
