@@ -108,14 +108,6 @@ def _short_hp(hp_json: str) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items()) if k != "search") + "]" if hp else "[defaults]"
 
 
-def wide_table(long: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    if long.empty:
-        return pd.DataFrame()
-    wide = long.pivot(index="row", columns="task", values="mean").reindex(columns=tasks)
-    wide["mean"] = wide[tasks].mean(axis=1, skipna=False)  # NaN unless every task is present
-    return wide.sort_values("mean", ascending=False, na_position="last")
-
-
 def format_cell(mean: float, half_width: float | None, n: int) -> str:
     """``mean ± h`` where h is half the width of the 95% bootstrap interval over seeds."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):

@@ -155,8 +155,7 @@ def run_cell(
 
 
 def _public_meta(backbone) -> dict[str, Any]:
-    if backbone.built and backbone.meta.get("_measure"):
-        backbone.model  # noqa: B018 - triggers measurement
+    """The backbone's metadata for the record (measured params/GFLOPs included once built)."""
     return {k: v for k, v in backbone.meta.items() if not k.startswith("_")} | {"name": backbone.name, "feature_dim": backbone.feature_dim}
 
 

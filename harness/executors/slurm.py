@@ -61,7 +61,9 @@ class CellChunk:
     """What one array task runs; requeued (same arguments) on preemption and time-out."""
 
     def __call__(self, spec_dicts, store_folder, since, data_root, data_paths, cache_dir, wandb_target):
-        from .worker import run_worker
+        from .worker import limit_threads_to_allocation, run_worker
+
+        limit_threads_to_allocation()
 
         log_path = None
         try:

@@ -24,6 +24,17 @@ def finished_since(store: ResultStore, cell_id: str, since: float) -> bool:
         return False
 
 
+def limit_threads_to_allocation() -> None:
+    """Use only the CPUs SLURM allocated: torch would otherwise start one thread per core of the
+    whole node and array tasks sharing a node would slow each other down many times over."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        os.environ.setdefault("OMP_NUM_THREADS", cpus)
+        import torch
+
+        torch.set_num_threads(int(cpus))
+
+
 def run_worker(
     spec_dicts: list[dict[str, Any]],
     store_folder: str,
