@@ -43,6 +43,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "hparams": canonical_json(hp),
         "primary_metric": (record.get("primary_metric") or {}).get("name"),
         "primary_value": (record.get("primary_metric") or {}).get("value"),
+        "higher_is_better": (record.get("primary_metric") or {}).get("higher_is_better", True),
         "family": meta.get("family"),
         "pretrain_method": meta.get("pretrain_method"),
         "pretrain_data": meta.get("pretrain_data"),
@@ -133,10 +134,10 @@ def task_layout(tasks: list[str]) -> list[tuple[str, list[tuple[str, list[str]]]
         group = (meta.get("group") or "").split("/", 1)[-1] if suite else ""
         suites.setdefault(suite, {}).setdefault(group, []).append(task)
     try:
-        from tasks.suites import suite_config, suite_task_ids
+        from tasks.suites import SUITES, suite_config, suite_task_ids
 
         for suite in suites:
-            if suite:
+            if suite in SUITES:  # suites with a config know their task and group order
                 order.update({t: i for i, t in enumerate(suite_task_ids(suite))})
                 groups = suite_config(suite).get("group_order", [])
                 suites[suite] = {g: sorted(suites[suite][g], key=lambda t: order.get(t, 0)) for g in groups if g in suites[suite]}
@@ -154,11 +155,11 @@ def suite_markdown(long: pd.DataFrame, suite: str, groups: list[tuple[str, list[
     stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
     rows = sorted({r for r, _ in stats})
     notes = []
-    group_cols = [g for g, _ in groups] if suite and (len(groups) > 1 or suite == "vtab1k") else []
+    group_cols = [g for g, _ in groups] if suite in ("vtab1k", "fgvc") and (len(groups) > 1 or suite == "vtab1k") else []
     try:
-        from tasks.suites import suite_task_ids
+        from tasks.suites import SUITES, suite_task_ids
 
-        full = suite_task_ids(suite) if suite else []
+        full = suite_task_ids(suite) if suite in SUITES else []
     except ImportError:
         full = []
     for g, ts in groups:
@@ -203,7 +204,8 @@ def markdown_table(long: pd.DataFrame, tasks: list[str], first_header: str = "ba
     parts = []
     for suite, groups in task_layout(tasks):
         table, notes = suite_markdown(long[long["task"].isin([t for _, ts in groups for t in ts])], suite, groups)
-        title = {"vtab1k": "VTAB-1k (top-1 %, test; Natural / Specialized / Structured means, then the mean of the three)", "fgvc": "FGVC (top-1 %, test)"}.get(suite)
+        title = {"vtab1k": "VTAB-1k (top-1 %, test; Natural / Specialized / Structured means, then the mean of the three)", "fgvc": "FGVC (top-1 %, test)",
+                 "icl": "In-context regression (squared error / d at k = 2d in-context examples; lower is better)"}.get(suite)
         parts.append((f"**{title}**\n\n" if title else "") + table + "".join(f"\n_Note: {n}._\n" for n in notes))
     return "\n".join(parts)
 

@@ -400,6 +400,28 @@ def prefetch(grid_file):
         raise BobError(f"{sum(r['status'] == 'missing' for r in rows)} item(s) could not be fetched; see the table above")
 
 
+@main.group()
+def plot():
+    """Figures drawn from records alone."""
+
+
+@plot.command("icl")
+@click.argument("sweeps", nargs=-1, required=True)
+@click.option("--results", "results_root", default="results", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: <first sweep>/plots")
+def plot_icl_cmd(sweeps, results_root, out_dir):
+    """Error vs number of in-context examples for every model (PNG per task), from the records."""
+    from .plots import plot_icl
+    from .store import resolve_store
+
+    stores = [resolve_store(s, results_root) for s in sweeps]
+    paths = plot_icl([r for s in stores for r in s.records()], Path(out_dir) if out_dir else stores[0].folder / "plots")
+    if not paths:
+        raise BobError("no finished in-context-learning records (methods pretrain_icl / icl_eval) in " + ", ".join(sweeps))
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
 # -- data -------------------------------------------------------------------------------------
 @main.group()
 def data():

@@ -224,6 +224,9 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
     if not stats.empty:
         atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))
         write_plots(stats, overall, out)
+        from .plots import plot_icl
+
+        plot_icl([json.loads(r) for r in df["record_json"]], out)
         atomic_write_text(out / "index.html", leaderboard_html(page_data(df, stats, overall, name, stamp)))
     tmp = out / ".results.parquet.tmp"
     df.to_parquet(tmp, index=False)

@@ -13,10 +13,13 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.knn",
     "harness.methods.linear",
     "harness.methods.finetune",
+    "harness.methods.icl",
     "backbones.timm_backbones",
+    "backbones.sequence",
     "tasks.builtin",
     "tasks.folder",
     "tasks.suites",
+    "tasks.icl",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

@@ -123,6 +123,8 @@ def register_method(cls: type) -> type:
         defaults=dict(cls.defaults),
         search_space=dict(cls.search_space),
         description=cls.description,
+        backbone_sources=list(getattr(cls, "backbone_sources", ()) or ()),
+        higher_is_better=getattr(cls, "higher_is_better", True),
     )
     return cls
 

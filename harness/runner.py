@@ -30,6 +30,12 @@ def check_supported(spec: RunSpec) -> str | None:
     kind = task_meta.get("kind")
     if kind and kind not in method_meta.get("kinds", ()):
         return f"method {spec.method} does not support {kind} tasks (it supports {', '.join(method_meta.get('kinds', ()))})"
+    sources = method_meta.get("backbone_sources") or []
+    backbone_source = BACKBONES.get(spec.backbone).meta.get("source")
+    if sources and backbone_source not in sources:
+        return f"method {spec.method} runs only {'/'.join(sources)} backbones, not {backbone_source} ones"
+    if not sources and backbone_source in ("baseline", "scratch"):
+        return f"method {spec.method} needs an image backbone; {spec.backbone} is a sequence model"
     return None
 
 
@@ -105,12 +111,16 @@ def run_cell(
         task = TASKS.get(spec.task).factory(data_root=data_root, overrides=data_paths or {})
         record["task_meta"] = task.meta()
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
-        hparams["img_size"] = backbone.preprocess.img_size
         record["hparams"] = hparams
-        record["preprocess"] = {
-            **backbone.preprocess.as_dict(),
-            "train_augmentation": ("random-resized-crop" + ("+hflip" if task.hflip_ok else "")) if hparams.get("augment") else "none",
-        }
+        if getattr(backbone, "preprocess", None) is not None:  # image backbones
+            hparams["img_size"] = backbone.preprocess.img_size
+            record["preprocess"] = {
+                **backbone.preprocess.as_dict(),
+                "train_augmentation": ("random-resized-crop" + ("+hflip" if task.hflip_ok else "")) if hparams.get("augment") else "none",
+            }
+        else:
+            hparams.pop("img_size", None)
+            hparams.pop("batch_size", None) if "batch_size" not in method.defaults else None
         seed_everything(spec.seed)
         if logger_factory is not None:
             logger = logger_factory(spec)
@@ -129,7 +139,8 @@ def run_cell(
         record.update(
             status="ok",
             metrics=result.metrics,
-            primary_metric={"name": result.primary_metric, "value": result.metrics.get(result.primary_metric)},
+            primary_metric={"name": result.primary_metric, "value": result.metrics.get(result.primary_metric),
+                            "higher_is_better": getattr(method, "higher_is_better", True)},
             protocol=result.protocol,
             curves=result.curves,
         )
@@ -156,7 +167,7 @@ def run_cell(
 
 def _public_meta(backbone) -> dict[str, Any]:
     """The backbone's metadata for the record (measured params/GFLOPs included once built)."""
-    return {k: v for k, v in backbone.meta.items() if not k.startswith("_")} | {"name": backbone.name, "feature_dim": backbone.feature_dim}
+    return {k: v for k, v in backbone.meta.items() if not k.startswith("_")} | {"name": backbone.name, "feature_dim": getattr(backbone, "feature_dim", None)}
 
 
 def _finish(record: dict[str, Any], store: ResultStore | None, t0: float) -> dict[str, Any]:

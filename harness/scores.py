@@ -68,6 +68,7 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
         lo, hi = bootstrap_ci(values)
         first = group.iloc[0]
         rows.append({"method": method, "task": task, "row": row, "mean": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": len(values),
+                     "higher_is_better": bool(first.get("higher_is_better", True)),
                      "backbone": first["backbone"], "task_group": first.get("task_group"), "family": first.get("family"),
                      "pretrain_method": first.get("pretrain_method"), "pretrain_data": first.get("pretrain_data"),
                      "weights": first.get("weights_resolved"), "params_m": first.get("params_m"), "gflops": first.get("gflops")})
@@ -81,14 +82,16 @@ def zscore_by_task(stats: pd.DataFrame) -> pd.DataFrame:
     out = stats.copy()
     grouped = out.groupby(["method", "task"])["mean"]
     mu, sd = grouped.transform("mean"), grouped.transform(lambda s: s.std(ddof=0))
-    out["z"] = np.where(sd > 0, (out["mean"] - mu) / sd.where(sd > 0, 1.0), 0.0)
+    sign = np.where(out.get("higher_is_better", True), 1.0, -1.0)  # errors: lower is better, so z flips
+    out["z"] = np.where(sd > 0, sign * (out["mean"] - mu) / sd.where(sd > 0, 1.0), 0.0)
     return out
 
 
 def rank_by_task(stats: pd.DataFrame) -> pd.DataFrame:
     """Adds ``rank``: 1 = best on that (method, task); ties share the average rank."""
     out = stats.copy()
-    out["rank"] = out.groupby(["method", "task"])["mean"].rank(ascending=False, method="average")
+    signed = out["mean"] * np.where(out.get("higher_is_better", True), 1.0, -1.0)
+    out["rank"] = signed.groupby([out["method"], out["task"]]).rank(ascending=False, method="average")
     return out
 
 
