@@ -24,7 +24,7 @@ class Sleepy(Method):
         counter = os.environ.get("BOB_TEST_COUNTER")
         if counter:
             with open(counter, "a") as f:
-                f.write(ctx.cell_id + "\n")
+                f.write(f"{ctx.cell_id}:{os.environ.get('CUDA_VISIBLE_DEVICES', '-')}\n")
         fast = os.environ.get("BOB_TEST_FAST") == "1"
         if hparams["mode"] == "raise" and not fast:
             raise ValueError("sleepy was asked to fail")

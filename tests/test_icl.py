@@ -105,6 +105,13 @@ def test_curve_plot_comes_from_records_alone(tmp_path):
     assert "### icl_eval" in md and "baseline:least_squares" in md
 
 
+def test_training_is_deterministic_given_the_seed():
+    hp = {"d": 3, "train_steps": 40, "n_layer": 1, "n_embd": 16, "n_head": 2, "n_eval": 50}
+    a, b = (run_cell(RunSpec("scratch:gpt2", "pretrain_icl", "icl/linear", 4, "random", hp)) for _ in range(2))
+    c = run_cell(RunSpec("scratch:gpt2", "pretrain_icl", "icl/linear", 5, "random", hp))
+    assert a["status"] == "ok" and curve(a) == curve(b) and curve(a) != curve(c)
+
+
 @pytest.mark.slow
 def test_small_transformer_learns_linear_regression_in_context(tmp_path):
     """Acceptance: d=5, 4 layers, width 64, a few thousand CPU steps -> error < 0.2 at k = 2d."""

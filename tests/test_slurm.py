@@ -120,7 +120,7 @@ def test_raise_cancel_and_timeout_are_recorded_then_rerun(tmp_path, plugin_env):
     assert "3 to run, 1 done, 3 failed before" in rerun.stdout
     assert all(store.status(s.id) == "ok" for s in cells.values())
     assert store.path_for(cells["ok"].id).stat().st_mtime_ns == ok_mtime
-    assert sorted(plugin_env.read_text().split()) == sorted(cells[m].id for m in ("cancel-me", "timeout-me", "raise"))
+    assert sorted(l.split(":")[0] for l in plugin_env.read_text().split()) == sorted(cells[m].id for m in ("cancel-me", "timeout-me", "raise"))
 
 
 @pytest.mark.slow
@@ -176,9 +176,19 @@ def test_two_sweeps_at_once_run_every_cell_exactly_once(tmp_path, plugin_env):
              for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
-    runs = plugin_env.read_text().split()
+    runs = [l.split(":")[0] for l in plugin_env.read_text().split()]
     assert len(runs) == 8 and len(set(runs)) == 8, runs
     assert sum(1 for r in ResultStore(tmp_path / "res" / "twice").records() if r["status"] == "ok") == 8
+
+
+def test_local_workers_share_the_grid_and_each_sees_one_gpu(tmp_path, plugin_env):
+    grid = write_grid(tmp_path / "g.yaml", "name: workers\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [sleepy]\ntasks: [digits]\n"
+                      "seeds: [0, 1, 2, 3, 4, 5]\nhparams:\n  sleepy: {seconds: 1.0}\n")
+    out = subprocess.run([*BOB, "sweep", str(grid), "--results", str(tmp_path / "res"), "--workers", "2", "--gpus", "3,7"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ran 6 cells: 6 ok" in out.stdout, out.stdout + out.stderr
+    runs = [l.split(":") for l in plugin_env.read_text().split()]
+    assert len(runs) == 6 and len({cell for cell, _ in runs}) == 6
+    assert {gpu for _, gpu in runs} == {"3", "7"}  # both workers ran cells, each pinned to its GPU
 
 
 def test_bad_slurm_input_is_one_line_and_leaves_nothing_to_repair(tmp_path, plugin_env):
