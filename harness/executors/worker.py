@@ -85,8 +85,14 @@ def run_worker(
 def _worker_process(index: int, gpu: str | None, kwargs: dict) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported in this process
+    n_workers = max(1, kwargs.pop("n_workers"))
+    threads = max(1, (os.cpu_count() or 1) // n_workers)  # N workers share the cores instead of each taking all
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
     specs = kwargs.pop("spec_dicts")
-    offset = (index * len(specs)) // max(1, kwargs.pop("n_workers"))
+    offset = (index * len(specs)) // n_workers
     run_worker(specs[offset:] + specs[:offset], progress_desc=f"worker {index}", **kwargs)
 
 
