@@ -114,6 +114,7 @@ def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - used for the log-axis labels
 
     written = []
     methods = sorted(overall["method"].unique())
@@ -123,9 +124,12 @@ def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[s
             sub = overall[(overall["method"] == method) & overall[x_col].notna()]
             ax.scatter(sub[x_col], sub["score"], s=30)
             for r in sub.itertuples():
-                ax.annotate(r.row.replace("timm:", "")[:28], (getattr(r, x_col), r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(_short_label(r.row), (getattr(r, x_col), r.score), fontsize=6, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
-            ax.set(title=method, xlabel=label, ylabel="BoB score (mean z)")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.margins(x=0.25)
+            ax.set(title=method + (" († = random-init)" if sub["weights"].eq("random-init").any() else ""), xlabel=label, ylabel="BoB score (mean z)")
             ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
@@ -138,7 +142,7 @@ def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[s
         grid = sub.pivot(index="row", columns="task", values="rank")
         im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [t.split("/", 1)[-1] for t in grid.columns], rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(grid.shape[0]), [r.replace("timm:", "")[:32] for r in grid.index], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [_short_label(r) for r in grid.index], fontsize=7)
         ax.set_title(f"{method}: rank per task (1 = best)")
         fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
@@ -146,6 +150,12 @@ def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[s
     plt.close(fig)
     written.append("rank_heatmap.png")
     return written
+
+
+def _short_label(row: str) -> str:
+    """``timm:resnet18.a1_in1k (random-init)`` -> ``resnet18.a1_in1k †`` for plot labels."""
+    label = row.replace("timm:", "").replace(" (random-init)", " †")
+    return label if len(label) <= 36 else label[:35] + "…"
 
 
 # -- HTML -----------------------------------------------------------------------------------------
