@@ -466,23 +466,36 @@ PREPARE_NOTES = {
   dmlab kitti dsprites_loc dsprites_ori smallnorb_azi smallnorb_ele ('-jpg' suffixes are accepted).
 How to get it: the NOAH repository (ZhangYuanhan-AI/NOAH, data/vtab-source) links a packed vtab-1k
 archive and the script that builds it from TensorFlow Datasets; unpack it under <root>/vtab-1k/.
-A Hugging Face mirror works too: --data-path vtab1k/<task>=hf:<dataset id>?image=<col>&label=<col>.
+A Hugging Face mirror works too, read directly (--data-path vtab1k/<task>=hf:<id>?image=<col>&label=<col>)
+or written into this layout: bob data prepare vtab1k --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
 Then: bob data verify vtab1k --root <root>""",
     "fgvc": """FGVC (VPT's preparation, KMnP/vpt): per dataset a folder with the images and train.json,
 val.json, test.json ({"relative/image/path": class_id, ...}); VPT split the official train set into
 train/val. Folders and image sub-folders: CUB_200_2011 (images/), nabirds (images/), OxfordFlower (.),
 Stanford-dogs (Images/), Stanford-cars (.), under <root>/fgvc/ or <root>/.
 How to get it: download each dataset from its official page and the split json files linked from
-VPT's README (they cannot be scripted here: the sources need a browser or a licence click-through).
+VPT's README (the official sources need a browser or a licence click-through), or write the layout
+from a Hugging Face mirror: bob data prepare fgvc --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
 Then: bob data verify fgvc --root <root>""",
 }
 
 
 @data.command("prepare")
 @click.argument("suite", type=click.Choice(sorted(PREPARE_NOTES)))
-def data_prepare(suite):
-    """Explain the expected layout of SUITE and how to obtain it."""
-    click.echo(PREPARE_NOTES[suite])
+@click.option("--root", "data_root", envvar="BOB_DATA", help="where to write the suite (env BOB_DATA)")
+@click.option("--from-hf", "source", metavar="hf:SOURCE", help="a Hugging Face mirror, {task} = task name, e.g. 'hf:org/vtab-{task}?image=img'")
+@click.option("--task", "tasks", multiple=True, help="only these tasks (default: all of the suite)")
+def data_prepare(suite, data_root, source, tasks):
+    """Explain SUITE's layout and how to get it; with --from-hf, write it from a Hugging Face mirror."""
+    if not source:
+        click.echo(PREPARE_NOTES[suite])
+        return
+    if not data_root:
+        raise BobError("--from-hf needs --root DIR (or BOB_DATA): where to write the suite")
+    from tasks.prepare import prepare_suite_from_hf
+
+    prepare_suite_from_hf(suite, Path(data_root), source, list(tasks) or None, log=click.echo)
+    click.echo(f"next: bob data verify {suite} --root {data_root}")
 
 
 if __name__ == "__main__":

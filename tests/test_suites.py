@@ -152,3 +152,26 @@ def test_grid_task_suite_names_expand():
     assert len(expand_task_names(["vtab1k"])) == 19
     assert len(expand_task_names(["vtab1k/natural", "fgvc"])) == 12
     assert expand_task_names(["digits", "vtab1k/dtd"]) == ["digits", "vtab1k/dtd"]
+
+
+def test_prepare_writes_the_papers_layouts_from_a_hugging_face_mirror(tmp_path):
+    mirror = tmp_path / "mirror"
+    for name in ("dtd", "eurosat"):
+        make_hf_parquet(mirror / name, {"train800": 800, "val200": 200, "test": 12}, image_col="img", num_labels=3)
+    make_hf_parquet(mirror / "cub200", {"train": 9, "val": 3, "test": 6}, image_col="img", num_labels=3)
+    root = tmp_path / "data"
+    out = CliRunner().invoke(main, ["data", "prepare", "vtab1k", "--root", str(root), "--from-hf", f"hf:{mirror}/{{task}}?image=img",
+                                    "--task", "dtd", "--task", "eurosat"])
+    assert out.exit_code == 0, out.output
+    assert "vtab1k/dtd: wrote 1012 images" in out.output
+    lines = (root / "vtab-1k" / "dtd" / "train800val200.txt").read_text().splitlines()
+    assert len(lines) == 1000 and lines[0].startswith("images/train800/") and (root / "vtab-1k" / "dtd" / lines[0].split()[0]).is_file()
+    verify = CliRunner().invoke(main, ["data", "verify", "vtab1k", "--root", str(root)])
+    ready = [l.split()[0] for l in verify.output.splitlines() if " ready " in l]
+    assert ready == ["vtab1k/dtd", "vtab1k/eurosat"]
+    fg = CliRunner().invoke(main, ["data", "prepare", "fgvc", "--root", str(root), "--from-hf", f"hf:{mirror}/{{task}}?image=img", "--task", "cub200"])
+    assert fg.exit_code == 0, fg.output
+    task = TASKS.get("fgvc/cub200").factory(data_root=str(root))
+    assert len(task.load("trainval")) == 12 and task.load("test").labels == [i % 3 for i in range(6)]
+    assert json.loads((root / "fgvc" / "CUB_200_2011" / "train.json").read_text())  # VPT's json, images under images/
+    assert (root / "fgvc" / "CUB_200_2011" / "images" / "train" / "000000.png").is_file()
