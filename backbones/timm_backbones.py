@@ -94,8 +94,28 @@ def validate_timm_name(name: str) -> None:
         raise BobError(f"unknown backbone 'timm:{name}': timm has no pretrained tag '{tag}' for {architecture}{did_you_mean(name, tags)}")
 
 
-def measure_model(model, img_size: int) -> dict[str, Any]:
-    """Parameters and forward GFLOPs (2 per multiply-add) of the feature extractor at ``img_size``."""
+def smallest_working_size(model, start: int, limit: int) -> int | None:
+    """The smallest multiple of 16 in (start, limit] that the model runs at, for the error message."""
+    import torch
+
+    device = next(model.parameters()).device
+    for size in range((start // 16 + 1) * 16, max(limit, start) + 1, 16):
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, size, size, device=device))
+            return size
+        except RuntimeError:
+            continue
+    return None
+
+
+def measure_model(model, img_size: int, name: str = "the backbone", native: int = 224) -> dict[str, Any]:
+    """Parameters and forward GFLOPs (2 per multiply-add) of the feature extractor at ``img_size``.
+
+    The one-image forward doubles as an up-front input-size check: deep-stride networks (ConvNeXt,
+    Swin...) cannot run below their total stride, and failing here gives a one-line error with the
+    smallest size that works instead of a kernel-size traceback from the middle of extraction.
+    """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -103,12 +123,20 @@ def measure_model(model, img_size: int) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    probe = torch.zeros(1, 3, img_size, img_size, device=device)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, img_size, img_size, device=device))
+            model(probe)
         gflops = counter.get_total_flops() / 1e9
-    except Exception:  # a model the counter cannot trace still runs; GFLOPs stays unknown
+    except Exception:  # the counter cannot trace every model; a plain forward tells a size problem apart
         gflops = None
+        try:
+            with torch.no_grad():
+                model(probe)
+        except RuntimeError as exc:
+            smallest = smallest_working_size(model, img_size, native)
+            fix = f"use img_size={smallest} or more (--set img_size={smallest})" if smallest else f"use its native img_size={native}"
+            raise BobError(f"{name} cannot run at img_size={img_size} ({str(exc).splitlines()[0]}); {fix}") from None
     model.train(was_training)
     return {"params_m": round(params / 1e6, 3), "gflops": None if gflops is None else round(gflops, 4), "measured_at": img_size}
 
@@ -185,7 +213,7 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
             raise
         return model
 
-    meta["_measure"] = lambda model: measure_model(model, size)
+    meta["_measure"] = lambda model: measure_model(model, size, f"timm:{name}", native)
     preprocess = Preprocess(
         img_size=size,
         mean=tuple(cfg.get("mean") or (0.485, 0.456, 0.406)),

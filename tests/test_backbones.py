@@ -101,3 +101,13 @@ def test_vit_input_resolution_is_a_hyper_parameter():
     bb = BACKBONES.get("timm:vit_tiny_patch16_224.augreg_in21k").factory(weights="random", img_size=32)
     assert bb.preprocess.img_size == 32 and bb.preprocess.mean == (0.5, 0.5, 0.5)
     assert _features(bb, 32).shape == (2, 192)
+
+
+def test_too_small_input_is_one_line_error_with_the_smallest_size_that_works(tmp_path):
+    bb = BACKBONES.get("timm:convnext_atto.d2_in1k").factory(weights="random", img_size=16)
+    with pytest.raises(BobError) as err:
+        bb.model
+    msg = str(err.value)
+    assert "\n" not in msg and "timm:convnext_atto.d2_in1k cannot run at img_size=16" in msg and "--set img_size=32" in msg
+    # ResNet pads its way down to tiny inputs: no error there
+    assert BACKBONES.get("timm:resnet18.a1_in1k").factory(weights="random", img_size=16).model is not None
