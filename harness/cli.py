@@ -205,6 +205,7 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--results", "results_root", default="results", show_default=True, type=click.Path(file_okay=False), help="result store root")
 @click.option("--dry-run", is_flag=True, help="print what would run, run nothing")
 @click.option("--retry-failed", is_flag=True, help="also rerun cells whose record says failed")
+@click.option("--retry-fallbacks", is_flag=True, help="also rerun `weights: auto` cells that ran random-init (e.g. after `bob prefetch`)")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="local: worker processes")
 @click.option("--gpus", help="local: comma-separated GPU ids; worker k sees only gpus[k % n] (CUDA_VISIBLE_DEVICES)")
@@ -227,7 +228,7 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--device", help="cpu, cuda ... (default: cuda if available)")
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
-def sweep(grid_file, results_root, dry_run, retry_failed, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
+def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
           array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
           publish_name, wandb_target):
     """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
@@ -237,7 +238,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, executor, workers, gpu
     from .sweep import plan_sweep, record_skipped, summarise
 
     grid = load_grid(grid_file)
-    plan = plan_sweep(grid, results_root, retry_failed)
+    plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
     click.echo(plan.describe())
     if dry_run:
         for spec in plan.to_run:

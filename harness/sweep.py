@@ -19,7 +19,9 @@ class SweepPlan:
     done: list[RunSpec] = field(default_factory=list)
     failed_before: list[RunSpec] = field(default_factory=list)
     to_run: list[RunSpec] = field(default_factory=list)
+    fell_back: list[RunSpec] = field(default_factory=list)
     retry_failed: bool = False
+    retry_fallbacks: bool = False
 
     def describe(self) -> str:
         e = self.expansion
@@ -29,6 +31,11 @@ class SweepPlan:
             f"{len(self.failed_before)} failed before{' (rerun them with --retry-failed)' if self.failed_before and not self.retry_failed else ''}, "
             f"{len(e.skipped)} skipped" + (f", {e.excluded} excluded by rules" if e.excluded else "")
         ]
+        if self.fell_back:
+            lines.append(
+                f"  {len(self.fell_back)} cells ran with random-init weights because `weights: auto` found no pretrained weights"
+                + (" (rerunning them)" if self.retry_fallbacks else "; once `bob prefetch` has cached the weights, rerun them with --retry-fallbacks")
+            )
         reasons = Counter(reason for _, reason in e.skipped)
         for reason, count in reasons.items():
             lines.append(f"  skipped {count}: {reason}")
@@ -36,13 +43,25 @@ class SweepPlan:
         return "\n".join(lines)
 
 
-def plan_sweep(grid: Grid, results_root: str | Path = "results", retry_failed: bool = False) -> SweepPlan:
+def plan_sweep(grid: Grid, results_root: str | Path = "results", retry_failed: bool = False, retry_fallbacks: bool = False) -> SweepPlan:
+    """Sort the grid's cells into done / failed before / to run.
+
+    ``weights: auto`` is part of a cell's id (the id is known before any weights are looked up),
+    so a cell that fell back to random init counts as done; ``retry_fallbacks`` reruns those
+    cells, e.g. once ``bob prefetch`` has filled the cache on a machine with internet.
+    """
     store = ResultStore(Path(results_root) / grid.name)
     expansion = expand(grid)
-    plan = SweepPlan(grid, store, expansion, retry_failed=retry_failed)
+    plan = SweepPlan(grid, store, expansion, retry_failed=retry_failed, retry_fallbacks=retry_fallbacks)
     for spec in expansion.cells:
-        status = store.status(spec.id)
+        record = store.read(spec.id)
+        status = None if record is None else record.get("status")
         if status == "ok":
+            if spec.weights == "auto" and (record.get("backbone_meta") or {}).get("weights") == "random-init":
+                plan.fell_back.append(spec)
+                if retry_fallbacks:
+                    plan.to_run.append(spec)
+                    continue
             plan.done.append(spec)
         elif status == "failed":
             plan.failed_before.append(spec)

@@ -102,3 +102,21 @@ def make_hf_parquet(folder: Path, splits: dict[str, int], image_col: str = "img"
         ds = ds.cast_column(image_col, datasets.Image())
         ds.to_parquet(str(folder / f"{split}.parquet"))
     return folder
+
+
+def make_hf_hub_cache(hub: Path, repo_id: str, seed: int = 3):
+    """A Hugging Face hub cache holding ``repo_id``'s model.safetensors, laid out as huggingface_hub
+    writes it (``models--org--name/{refs/main,snapshots/<rev>/}``). Returns the timm model saved."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    repo = Path(hub) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    torch.manual_seed(seed)
+    model = timm.create_model(repo_id.split("/")[-1].split(".")[0], num_classes=1000)
+    save_file(model.state_dict(), str(snapshot / "model.safetensors"))
+    return model

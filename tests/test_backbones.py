@@ -10,6 +10,8 @@ import torch
 from harness.errors import BobError
 from harness.registry import BACKBONES
 
+from .fixtures import make_hf_hub_cache
+
 
 def _features(backbone, size=32):
     torch.manual_seed(123)
@@ -73,16 +75,7 @@ def test_wrong_checkpoint_file_is_a_clear_error(tmp_path):
 
 def test_pretrained_weights_load_from_local_hugging_face_cache(tmp_path):
     """The real download path, served from a hub cache laid out as huggingface_hub writes it."""
-    import timm
-    from safetensors.torch import save_file
-
-    snapshot = tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "snapshots" / "0123abcd"
-    snapshot.mkdir(parents=True)
-    (tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "refs").mkdir()
-    (tmp_path / "hub" / "models--timm--resnet18.a1_in1k" / "refs" / "main").write_text("0123abcd")
-    torch.manual_seed(3)
-    reference = timm.create_model("resnet18", num_classes=1000)
-    save_file(reference.state_dict(), str(snapshot / "model.safetensors"))
+    reference = make_hf_hub_cache(tmp_path / "hub", "timm/resnet18.a1_in1k")
     code = (
         "import json, torch\n"
         "from harness.registry import BACKBONES\n"

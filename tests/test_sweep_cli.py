@@ -110,3 +110,28 @@ def test_missing_tasks_are_shown_as_missing_not_zero(tmp_path):
     md = aggregate_markdown(records_frame([store]))
     assert "| `a` | 80.0 | 60.0 | 70.0 |" in md
     assert "| `b` | 90.0 | — | — |" in md
+
+
+def test_auto_cells_that_fell_back_to_random_init_rerun_with_pretrained_weights(tmp_path):
+    """`weights: auto` ran random-init offline; once the weights are cached, --retry-fallbacks reruns them."""
+    from .fixtures import make_hf_hub_cache
+
+    grid = write_grid(tmp_path / "auto.yaml", "name: auto\nbackbones: [timm:resnet18.a1_in1k]\nweights: auto\nmethods: [knn]\n"
+                                              "tasks: [shapes/location]\nhparams:\n  all: {img_size: 16}\n")
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    first = run_bob("sweep", str(grid), "--results", "res", env=env)
+    assert first.returncode == 0, first.stderr
+    (record,) = ResultStore("res/auto").records()
+    assert record["status"] == "ok" and record["backbone_meta"]["weights"] == "random-init"
+
+    make_hf_hub_cache(tmp_path / "hub", "timm/resnet18.a1_in1k")  # what `bob prefetch` leaves on a machine with internet
+    again = run_bob("sweep", str(grid), "--results", "res", env=env)
+    assert "1 cells ran with random-init weights" in again.stdout and "--retry-fallbacks" in again.stdout
+    assert "nothing to run" in again.stdout
+
+    retry = run_bob("sweep", str(grid), "--results", "res", "--retry-fallbacks", env=env)
+    assert retry.returncode == 0, retry.stderr
+    assert "ran 1 cells: 1 ok" in retry.stdout
+    (record,) = ResultStore("res/auto").records()
+    assert record["backbone_meta"]["weights"] == "pretrained" and record["weights"] == "auto"
+    assert "1 cells ran" not in run_bob("sweep", str(grid), "--results", "res", "--dry-run", env=env).stdout
