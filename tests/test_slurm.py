@@ -210,3 +210,24 @@ def test_bad_slurm_input_is_one_line_and_leaves_nothing_to_repair(tmp_path, plug
     good = subprocess.run([*BOB, "sweep", str(grid), "--results", str(tmp_path / "res"), "--executor", "slurm", "--partition", "debug"],
                           capture_output=True, text=True, timeout=300)
     assert good.returncode == 0 and "ran 1 cells: 1 ok" in good.stdout, good.stdout + good.stderr
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_from_slurm_array_tasks(tmp_path):
+    """--wandb reaches the array tasks: each cell's offline run is written on the node, with its config."""
+    pytest.importorskip("wandb")
+    from .wandb_files import summarise_run
+
+    grid = write_grid(tmp_path / "g.yaml", "name: wbs\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [knn]\n"
+                      "tasks: [digits, shapes/location]\nhparams:\n  all: {img_size: 16}\n")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path)}
+    out = subprocess.run([*BOB, "sweep", str(grid), "--results", str(tmp_path / "res"), "--executor", "slurm", "--chunk-size", "1",
+                          "--cpus-per-task", "1", "--time", "10", "--wandb", "bob-slurm"], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0 and "array tasks: 2 COMPLETED" in out.stdout, out.stdout + out.stderr
+    records = {r["id"]: r for r in ResultStore(tmp_path / "res" / "wbs").records()}
+    runs = [summarise_run(p) for p in sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))]
+    assert len(runs) == 2 and {r["config"]["cell_id"] for r in runs} == set(records)
+    for run in runs:
+        record = records[run["config"]["cell_id"]]
+        assert run["group"] == "wbs" and run["job_type"] == "knn" and record["environment"]["slurm_job_id"]
+        assert run["summary"]["final/top1"] == pytest.approx(record["metrics"]["top1"])
