@@ -6,7 +6,7 @@ for every i of a prompt at once: ``predict(xs, ys) -> (n, k)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -27,8 +27,6 @@ class SequenceBackbone:
     predict: Callable | None = None
     feature_dim: int | None = None
     built: bool = False
-    cache_key: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 # -- baselines ------------------------------------------------------------------------------------

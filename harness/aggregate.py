@@ -67,13 +67,11 @@ def records_frame(stores: Iterable[ResultStore]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compact(store: ResultStore, out: Path | None = None) -> Path:
-    """All records of a sweep in one Parquet file (``results/<sweep>.parquet``), written atomically."""
+def atomic_write_parquet(df: pd.DataFrame, out: Path) -> Path:
+    """``df`` as Parquet at ``out``, through a temp file and a rename (no reader sees half a file)."""
     import os
     import tempfile
 
-    df = records_frame([store])
-    out = Path(out) if out else store.folder.parent / f"{store.sweep}.parquet"
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
@@ -83,6 +81,11 @@ def compact(store: ResultStore, out: Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def compact(store: ResultStore, out: Path | None = None) -> Path:
+    """All records of a sweep in one Parquet file (``results/<sweep>.parquet``), written atomically."""
+    return atomic_write_parquet(records_frame([store]), Path(out) if out else store.folder.parent / f"{store.sweep}.parquet")
 
 
 def metric_table(df: pd.DataFrame, method: str, metric: str | None = None) -> pd.DataFrame:
@@ -97,10 +100,9 @@ def metric_table(df: pd.DataFrame, method: str, metric: str | None = None) -> pd
         if col not in sub:
             raise KeyError(metric)
         sub = sub.assign(primary_value=sub[col])
-    stats = cell_stats(sub)
+    stats = cell_stats(sub, hp_label=_short_hp)
     if stats.empty:
         return pd.DataFrame(columns=["row", "task", "mean", "ci_low", "ci_high", "n"])
-    stats["row"] = [r if " {" not in r else r.split(" {")[0] + " " + _short_hp("{" + r.split(" {", 1)[1]) for r in stats["row"]]
     return stats[["row", "task", "mean", "ci_low", "ci_high", "n"]]
 
 
@@ -171,21 +173,19 @@ def suite_markdown(long: pd.DataFrame, suite: str, groups: list[tuple[str, list[
     table_rows = []
     for row in rows:
         values = {t: stats.get((row, t), (float("nan"), None, 0)) for t in tasks}
-        group_means = []
-        for g, ts in groups:
-            vals = [values[t][0] for t in ts]
-            group_means.append(float("nan") if any(math.isnan(v) for v in vals) else sum(vals) / len(vals))
-        if group_cols:
-            overall = float("nan") if any(math.isnan(v) for v in group_means) else sum(group_means) / len(group_means)
-        else:
-            vals = [values[t][0] for t in tasks]
-            overall = float("nan") if any(math.isnan(v) for v in vals) else sum(vals) / len(vals)
+        group_means = [_mean_unless_missing([values[t][0] for t in ts]) for _, ts in groups]
+        overall = _mean_unless_missing(group_means if group_cols else [values[t][0] for t in tasks])
         cells = [format_cell(*values[t]) for t in tasks] + [format_cell(m, None, 1) for m in (group_means if group_cols else [])]
         table_rows.append((overall, row, cells + [format_cell(overall, None, 1)]))
     table_rows.sort(key=lambda r: (math.isnan(r[0]), -r[0] if not math.isnan(r[0]) else 0, r[1]))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join([f"`{row}`", *cells]) + " |" for _, row, cells in table_rows]
     return "\n".join(lines) + "\n", notes
+
+
+def _mean_unless_missing(values: list[float]) -> float:
+    """The mean, or NaN when any value is missing (a missing task is never averaged as zero)."""
+    return float("nan") if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
 def _group_title(group: str) -> str:

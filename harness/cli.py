@@ -443,7 +443,7 @@ def data_verify(suite, data_root, data_paths, open_images):
     for task_id in suite_task_ids(suite):
         check, _ = check_task_data(task_id, data_root, overrides.get(task_id), open_images=open_images)
         row = {"task": task_id, "status": check.status, "location": check.location or "-"}
-        row.update({k: v for k, v in check.counts.items()})
+        row.update(check.counts)
         rows.append(row)
         if check.problems:
             problems.append(check)

@@ -22,6 +22,12 @@ class Sample:
     label: int
     origin: str = ""  # "file:line" for list files, for error messages
 
+    @property
+    def identity(self) -> tuple[str, int]:
+        """What the sample is (its file, else its origin) and its label: two splits hold the same
+        samples exactly when their identities match."""
+        return (str(self.image) if isinstance(self.image, (str, Path)) else self.origin, self.label)
+
 
 def open_rgb(sample: Sample):
     """The sample's image as RGB; an unreadable file is a one-line error naming it."""
@@ -69,7 +75,7 @@ class ImageClassificationDataset:
 
     def identity(self) -> list[tuple[str, int]]:
         """What the samples are, for checking that one split is the union of others."""
-        return [(str(s.image) if isinstance(s.image, (str, Path)) else s.origin, s.label) for s in self.samples]
+        return [s.identity for s in self.samples]
 
 
 def read_list_file(list_file: Path, image_root: Path, num_classes: int | None = None) -> list[Sample]:

@@ -212,11 +212,11 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
     from .registry import BACKBONES, METHODS, TASKS
     from .runner import check_supported
 
-    grid.tasks = expand_task_names(grid.tasks)
+    tasks = expand_task_names(grid.tasks)
     if validate:
         for name, _ in grid.backbones:
             BACKBONES.get(name)
-        for name in grid.tasks:
+        for name in tasks:
             TASKS.get(name)
         for method in grid.methods:
             cls = METHODS.get(method).factory
@@ -226,7 +226,7 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
             if method != ALL_METHODS and method not in grid.methods:
                 raise BobError(f"{grid.source}: hparams given for '{method}', which is not in methods{did_you_mean(method, grid.methods)}")
     cells, skipped, excluded = [], [], 0
-    for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, grid.tasks, grid.seeds):
+    for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, tasks, grid.seeds):
         for hp in _hparam_points(grid, method):
             spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp)
             if any(_matches(r, spec) for r in grid.exclude) and not any(_matches(r, spec) for r in grid.include):

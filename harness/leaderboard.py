@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import MISSING, aggregate_markdown, records_frame
+from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, records_frame
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
 
@@ -227,7 +227,7 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
     sweeps = [s.sweep for s in stores]
     stats = cell_stats(df) if not df.empty else cell_stats(pd.DataFrame(columns=["status"]))
     stats = rank_by_task(zscore_by_task(stats)) if not stats.empty else stats
-    overall = overall_scores(stats) if not stats.empty else overall_scores(stats)
+    overall = overall_scores(stats)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
     atomic_write_text(out / "leaderboard.csv", stats.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
@@ -238,9 +238,7 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
 
         plot_icl([json.loads(r) for r in df["record_json"]], out)
         atomic_write_text(out / "index.html", leaderboard_html(page_data(df, stats, overall, name, stamp)))
-    tmp = out / ".results.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    tmp.replace(out / "results.parquet")
+    atomic_write_parquet(df, out / "results.parquet")
     if wandb_project:
         from .wandb_logging import log_leaderboard
 

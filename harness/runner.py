@@ -120,7 +120,8 @@ def run_cell(
             }
         else:
             hparams.pop("img_size", None)
-            hparams.pop("batch_size", None) if "batch_size" not in method.defaults else None
+            if "batch_size" not in method.defaults:
+                hparams.pop("batch_size", None)
         seed_everything(spec.seed)
         if logger_factory is not None:
             logger = logger_factory(spec)

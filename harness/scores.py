@@ -8,6 +8,7 @@ is never z-scored against a fine-tuning number.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -53,14 +54,17 @@ def filter_backbones(df: pd.DataFrame, family: str | None = None, pretrain: str 
     return df[keep]
 
 
-def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, task, backbone row): mean over seeds, 95% bootstrap interval, n seeds."""
+def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.DataFrame:
+    """One row per (method, task, backbone row): mean over seeds, 95% bootstrap interval, n seeds.
+
+    A backbone that ran several hyper-parameter settings gets one row per setting, named
+    ``"<backbone> <hp_label(hparams json)>"``."""
     ok = df[df["status"] == "ok"].copy()
     if ok.empty:
         return pd.DataFrame(columns=["method", "task", "row", "mean", "ci_low", "ci_high", "n"])
     configs = ok.groupby(["method", "backbone_label"])["hparams"].nunique()
     ok["row"] = [
-        label if configs[(m, label)] == 1 else f"{label} {hp}" for m, label, hp in zip(ok["method"], ok["backbone_label"], ok["hparams"])
+        label if configs[(m, label)] == 1 else f"{label} {hp_label(hp)}" for m, label, hp in zip(ok["method"], ok["backbone_label"], ok["hparams"])
     ]
     rows = []
     for (method, task, row), group in ok.groupby(["method", "task", "row"]):

@@ -100,18 +100,15 @@ def summarise(records: list[dict[str, Any]]) -> Counter:
 
 def sweep_status(sweep_or_path: str, results_root: str | Path = "results", grid_file: str | None = None) -> dict[str, Any]:
     """What ``bob status`` prints: states by count, running cells, failed cells, ETA."""
-    import json
     import time
 
     from .claims import Claims
+    from .executors.slurm import submitted_specs
     from .store import resolve_store
 
     store = resolve_store(sweep_or_path, results_root)
     records = {r["id"]: r for r in store.records()}
-    known = set(records)
-    specs_file = store.folder / ".slurm" / "specs.json"
-    if specs_file.exists():
-        known |= set(json.loads(specs_file.read_text()))
+    known = set(records) | set(submitted_specs(store))
     if grid_file:
         from .grid import expand, load_grid
 

@@ -165,14 +165,16 @@ ICL_TASKS = {
 }
 
 
+def _group(family: str) -> str:
+    return "icl/boolean" if family.startswith("boolean") else "icl"
+
+
 def _factory(name: str, family: str, params: dict):
     def make(data_root=None, **_):
-        return ICLTask(name=name, family=family, params=dict(params), boolean=family.startswith("boolean"),
-                       group="icl/boolean" if family.startswith("boolean") else "icl")
+        return ICLTask(name=name, family=family, params=dict(params), boolean=family.startswith("boolean"), group=_group(family))
 
     return make
 
 
 for _name, (_family, _params, _desc) in ICL_TASKS.items():
-    TASKS.add(_name, _factory(_name, _family, _params), kind=ICL_REGRESSION, group="icl/boolean" if _family.startswith("boolean") else "icl",
-              suite="icl", description=_desc)
+    TASKS.add(_name, _factory(_name, _family, _params), kind=ICL_REGRESSION, group=_group(_family), suite="icl", description=_desc)

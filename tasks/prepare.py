@@ -39,7 +39,7 @@ def prepare_task_from_hf(task_id: str, root: Path, source_template: str, log: Ca
     image_root = tmp / (t.get("image_dir", ".") if cfg["layout"] == "vpt_json" else "images")
     for split in splits:
         rows = []
-        for i, sample in enumerate(read_hf_split(source, split, t["classes"])):
+        for i, sample in enumerate(read_hf_split(source, split)):
             rel = f"{split}/{i:06d}.png"
             (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
             sample.image().convert("RGB").save(image_root / rel)

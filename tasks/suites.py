@@ -123,8 +123,8 @@ def _load_hf_split(path: str, split: str):
     except ImportError:
         raise BobError("reading a Hugging Face dataset needs the `datasets` package: pip install 'bob-harness[hf]'") from None
     local = Path(path).expanduser()
-    if local.is_dir() and (list(local.glob(f"{split}.parquet")) or list(local.glob(f"{split}-*.parquet"))):
-        files = sorted(local.glob(f"{split}.parquet")) + sorted(local.glob(f"{split}-*.parquet"))
+    files = sorted(local.glob(f"{split}.parquet")) + sorted(local.glob(f"{split}-*.parquet")) if local.is_dir() else []
+    if files:
         return datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
     try:
         return datasets.load_dataset(path, split=split)
@@ -145,7 +145,7 @@ def hf_split_names(path: str) -> tuple[str, ...]:
         raise BobError(f"Hugging Face dataset {path!r}: cannot list its splits ({str(exc).splitlines()[0]})") from None
 
 
-def read_hf_split(source: str, split: str, num_classes: int) -> list:
+def read_hf_split(source: str, split: str) -> list:
     from harness.data import Sample
 
     path, opts = parse_hf_source(source)
@@ -178,7 +178,7 @@ def read_all_splits(task_id: str, location: str) -> dict[str, list]:
         available = hf_split_names(path)
         unions = cfg.get("union", {})
         # a union split (train800val200) missing from the mirror is assembled from its parts later
-        return {s: read_hf_split(location, s, t["classes"]) for s in splits if not (s in unions and opts.get(s, s) not in available)}
+        return {s: read_hf_split(location, s) for s in splits if not (s in unions and opts.get(s, s) not in available)}
     folder = Path(location)
     if cfg["layout"] == "list_files":
         return {s: read_list_file(folder / f"{s}.txt", folder) for s in splits}
@@ -225,11 +225,9 @@ def check_task_data(task_id: str, data_root: str | None, override: str | None = 
             if missing:
                 check.problems.append(f"{missing[0].origin}: image {missing[0].image} does not exist ({len(missing)} missing in {split})")
     for union, parts in cfg.get("union", {}).items():
-        if union in samples and all(p in samples for p in parts):
-            key = lambda s: (str(s.image) if not callable(s.image) else s.origin, s.label)  # noqa: E731
-            if sorted(map(key, samples[union])) != sorted(key(s) for p in parts for s in samples[p]):
-                if cfg["layout"] == "list_files":
-                    check.problems.append(f"{union} is not exactly {' + '.join(parts)}")
+        if cfg["layout"] == "list_files" and union in samples and all(p in samples for p in parts):
+            if sorted(s.identity for s in samples[union]) != sorted(s.identity for p in parts for s in samples[p]):
+                check.problems.append(f"{union} is not exactly {' + '.join(parts)}")
     if open_images and not check.problems:
         from harness.data import open_rgb
 

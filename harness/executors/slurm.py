@@ -235,9 +235,11 @@ def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: flo
     bar = progress(range(total), desc=f"slurm {manifest['array_job_id']}", total=total, leave=True) if follow else None
     done_before = 0
     unknown_since: float | None = None
+    unfinished = {c for t in tasks.values() for c in t["cells"]}
     while True:
         states = task_states(manifest)
-        done = sum(finished_since(store, c, manifest["since"]) for t in tasks.values() for c in t["cells"])
+        unfinished = {c for c in unfinished if not finished_since(store, c, manifest["since"])}
+        done = total - len(unfinished)
         if bar is not None and hasattr(bar, "update"):
             bar.update(done - done_before)
         done_before = done
@@ -256,13 +258,14 @@ def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: flo
     from ..claims import Claims
 
     claims = Claims(store.folder)
+    specs = submitted_specs(store)
     for index, task in tasks.items():
         state = states.get(index, "UNKNOWN")
         for cell_id in task["cells"]:
             if finished_since(store, cell_id, manifest["since"]):
                 continue
             claims.release(cell_id)  # its owner is gone
-            spec = _spec_from_manifest(store, cell_id)
+            spec = specs.get(cell_id)
             store.write({
                 "schema": RECORD_SCHEMA, "id": cell_id, "sweep": store.sweep, "status": "failed",
                 **({"spec": spec, **{k: v for k, v in spec.items() if k != "hparams"}} if spec else {}),
@@ -274,20 +277,16 @@ def wait_and_reconcile(store: ResultStore, manifest: dict[str, Any], poll_s: flo
     return states
 
 
-def _spec_from_manifest(store: ResultStore, cell_id: str) -> dict | None:
-    pending = store.folder / ".slurm" / "specs.json"
+def submitted_specs(store: ResultStore) -> dict[str, dict]:
+    """``{cell id: spec}`` of every cell ever submitted to SLURM from this sweep folder."""
     try:
-        return json.loads(pending.read_text()).get(cell_id)
+        return json.loads((store.folder / ".slurm" / "specs.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        return {}
 
 
 def remember_specs(store: ResultStore, cells: list[RunSpec]) -> None:
     """Keep the specs of submitted cells so that a reconciled failure record carries its spec."""
-    path = store.folder / ".slurm" / "specs.json"
-    try:
-        known = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        known = {}
+    known = submitted_specs(store)
     known.update({s.id: s.as_dict() for s in cells})
-    atomic_write_text(path, json.dumps(known))
+    atomic_write_text(store.folder / ".slurm" / "specs.json", json.dumps(known))

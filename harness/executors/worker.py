@@ -24,15 +24,20 @@ def finished_since(store: ResultStore, cell_id: str, since: float) -> bool:
         return False
 
 
+def pin_threads(n: int) -> None:
+    """Let torch (and OpenMP) use ``n`` threads in this process."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def limit_threads_to_allocation() -> None:
     """Use only the CPUs SLURM allocated: torch would otherwise start one thread per core of the
     whole node and array tasks sharing a node would slow each other down many times over."""
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if cpus and cpus.isdigit():
-        os.environ.setdefault("OMP_NUM_THREADS", cpus)
-        import torch
-
-        torch.set_num_threads(int(cpus))
+        pin_threads(int(cpus))
 
 
 def run_worker(
@@ -86,11 +91,7 @@ def _worker_process(index: int, gpu: str | None, kwargs: dict) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported in this process
     n_workers = max(1, kwargs.pop("n_workers"))
-    threads = max(1, (os.cpu_count() or 1) // n_workers)  # N workers share the cores instead of each taking all
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    import torch
-
-    torch.set_num_threads(threads)
+    pin_threads(max(1, (os.cpu_count() or 1) // n_workers))  # N workers share the cores instead of each taking all
     specs = kwargs.pop("spec_dicts")
     offset = (index * len(specs)) // n_workers
     run_worker(specs[offset:] + specs[:offset], progress_desc=f"worker {index}", **kwargs)

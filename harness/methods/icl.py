@@ -104,7 +104,9 @@ class PretrainICL(Method):
         start, losses = 0, []
         if ckpt is not None and ckpt.is_file():
             state = torch.load(ckpt, weights_only=False)
-            model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
             start, losses = state["step"], state["losses"]
             ctx.log(f"resumed pretrain_icl from {ckpt} at step {start}/{steps}")
         torch.manual_seed(ctx.seed)
