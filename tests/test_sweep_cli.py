@@ -135,3 +135,19 @@ def test_auto_cells_that_fell_back_to_random_init_rerun_with_pretrained_weights(
     (record,) = ResultStore("res/auto").records()
     assert record["backbone_meta"]["weights"] == "pretrained" and record["weights"] == "auto"
     assert "1 cells ran" not in run_bob("sweep", str(grid), "--results", "res", "--dry-run", env=env).stdout
+
+
+def test_readme_main_job_sweeps_the_quickstart_grid_and_publishes_it(tmp_path):
+    """The main job (scripts/quickstart.sh) is `bob sweep grids/quickstart.yaml --publish quickstart`
+    on a grid of 18 runnable cells (small backbones x knn/linear/finetune x digits/shapes)."""
+    import shlex
+
+    from .conftest import REPO
+
+    command = (REPO / "scripts" / "quickstart.sh").read_text().strip().splitlines()[-1]
+    args = shlex.split(command)
+    assert args[:3] == [".venv/bin/bob", "sweep", "grids/quickstart.yaml"] and args[args.index("--publish") + 1] == "quickstart"
+    dry = CliRunner().invoke(main, ["sweep", str(REPO / "grids" / "quickstart.yaml"), "--results", "res", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "18 cells -> 18 to run, 0 done, 0 failed before, 0 skipped" in dry.output
+    assert {"knn", "linear", "finetune"} <= {w for line in dry.output.splitlines() if "would run" in line for w in line.split()}
