@@ -8,14 +8,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+import numpy as np
 import pandas as pd
 
+from .metrics import STANDARD_METRICS, MetricSpec, record_primary_spec, spec_from
 from .spec import canonical_json
 from .store import ResultStore, atomic_write_text
 
 MISSING = "—"
+
+if TYPE_CHECKING:
+    from .suites import GroupSpec, SuiteSpec
 
 
 def backbone_label(record: dict[str, Any]) -> str:
@@ -28,6 +33,7 @@ def backbone_label(record: dict[str, Any]) -> str:
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     meta = record.get("backbone_meta") or {}
     hp = (record.get("spec") or {}).get("hparams") or {}
+    primary_spec = record_primary_spec(record)
     row = {
         "id": record.get("id"),
         "sweep": record.get("sweep"),
@@ -43,7 +49,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "hparams": canonical_json(hp),
         "primary_metric": (record.get("primary_metric") or {}).get("name"),
         "primary_value": (record.get("primary_metric") or {}).get("value"),
-        "higher_is_better": (record.get("primary_metric") or {}).get("higher_is_better", True),
+        "higher_is_better": primary_spec.higher_is_better,
+        "primary_spec": json.dumps(primary_spec.as_dict(), sort_keys=True),
         "family": meta.get("family"),
         "pretrain_method": meta.get("pretrain_method"),
         "pretrain_data": meta.get("pretrain_data"),
@@ -55,6 +62,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_sha": (record.get("environment") or {}).get("git_sha"),
         "created": record.get("created"),
     }
+    row["metric_specs"] = json.dumps(record.get("metric_specs") or {}, sort_keys=True)
     for key, value in (record.get("metrics") or {}).items():
         if isinstance(value, (int, float)):
             row[f"metric.{key}"] = value
@@ -90,20 +98,32 @@ def compact(store: ResultStore, out: Path | None = None) -> Path:
 
 def metric_table(df: pd.DataFrame, method: str, metric: str | None = None) -> pd.DataFrame:
     """Long table: (row label, task) -> mean, 95% bootstrap interval and n over seeds, from ok
-    records of ``method``. Rows are backbones, suffixed with their hyper-parameters when one
-    backbone ran several settings (settings are never silently picked on the test split)."""
-    from .scores import cell_stats
+    records of ``method``, with the metric's declaration (metric, direction, target, fmt). Rows are
+    backbones, suffixed with their hyper-parameters when one backbone ran several settings
+    (settings are never silently picked on the test split). ``metric`` picks a metric other than
+    the records' primary one (e.g. a group's ``APr``)."""
+    from .scores import SPEC_COLUMNS, cell_stats
 
     sub = df[df["method"] == method]
     if metric:
         col = f"metric.{metric}"
         if col not in sub:
             raise KeyError(metric)
-        sub = sub.assign(primary_value=sub[col])
+        specs = [json.dumps(_declared(r, metric).as_dict(), sort_keys=True) for r in sub["metric_specs"]] if "metric_specs" in sub else None
+        sub = sub.assign(primary_value=sub[col], primary_metric=metric, **({"primary_spec": specs} if specs is not None else {}))
+        sub = sub[sub["primary_value"].notna()]
     stats = cell_stats(sub, hp_label=_short_hp)
+    columns = ["row", "task", "mean", "ci_low", "ci_high", "n", *SPEC_COLUMNS]
     if stats.empty:
-        return pd.DataFrame(columns=["row", "task", "mean", "ci_low", "ci_high", "n"])
-    return stats[["row", "task", "mean", "ci_low", "ci_high", "n"]]
+        return pd.DataFrame(columns=columns)
+    return stats[columns]
+
+
+def _declared(specs_json: str | None, metric: str) -> MetricSpec:
+    declared = json.loads(specs_json or "{}").get(metric)
+    if declared:
+        return spec_from(metric, declared)
+    return STANDARD_METRICS.get(metric) or MetricSpec(metric)
 
 
 def _short_hp(hp_json: str) -> str:
@@ -111,76 +131,127 @@ def _short_hp(hp_json: str) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in sorted(hp.items()) if k != "search") + "]" if hp else "[defaults]"
 
 
-def format_cell(mean: float, half_width: float | None, n: int) -> str:
+def format_cell(mean: float, half_width: float | None, n: int, fmt: str = ".1f") -> str:
     """``mean ± h`` where h is half the width of the 95% bootstrap interval over seeds."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return MISSING
     if n and n > 1 and half_width is not None and not math.isnan(half_width):
-        return f"{mean:.1f} ± {half_width:.1f}"
-    return f"{mean:.1f}"
+        return f"{format(mean, fmt)} ± {format(half_width, fmt)}"
+    return format(mean, fmt)
 
 
-def task_layout(tasks: list[str]) -> list[tuple[str, list[tuple[str, list[str]]]]]:
-    """Tasks arranged as [(suite, [(group, [tasks])])] in the suites' own order; tasks of no suite
-    go to suite ''. Uses only static registry metadata (no data is loaded)."""
-    from .registry import TASKS
+Layout = list[tuple["SuiteSpec | None", list[tuple["GroupSpec", list[str]]]]]
 
-    suites: dict[str, dict[str, list[str]]] = {}
-    order: dict[str, int] = {}
+
+def task_layout(tasks: list[str]) -> Layout:
+    """Tasks arranged as [(suite, [(group, [tasks])])] in the declared suites' own order; tasks of
+    no declared suite form one last block (suite None). Reads declarations only (no data)."""
+    from .suites import GroupSpec, suite_of_task
+
+    suites: dict[str, SuiteSpec] = {}
+    loose: list[str] = []
     for task in tasks:
-        try:
-            meta = TASKS.get(task).meta
-        except Exception:
-            meta = {}
-        suite = meta.get("suite") or ""
-        group = (meta.get("group") or "").split("/", 1)[-1] if suite else ""
-        suites.setdefault(suite, {}).setdefault(group, []).append(task)
-    try:
-        from tasks.suites import SUITES, suite_config, suite_task_ids
-
-        for suite in suites:
-            if suite in SUITES:  # suites with a config know their task and group order
-                order.update({t: i for i, t in enumerate(suite_task_ids(suite))})
-                groups = suite_config(suite).get("group_order", [])
-                suites[suite] = {g: sorted(suites[suite][g], key=lambda t: order.get(t, 0)) for g in groups if g in suites[suite]}
-    except ImportError:
-        pass
-    return sorted(((k, list(v.items())) for k, v in suites.items()), key=lambda kv: (kv[0] == "", kv[0]))
+        spec = suite_of_task(task)
+        if spec is None:
+            loose.append(task)
+        else:
+            suites[spec.name] = spec
+    layout: Layout = []
+    for name in sorted(suites):
+        spec = suites[name]
+        groups = [(g, [t for t in g.tasks if t in tasks]) for g in spec.groups]
+        layout.append((spec, [(g, ts) for g, ts in groups if ts]))
+    if loose:
+        layout.append((None, [(GroupSpec("", "", tuple(loose)), loose)]))
+    return layout
 
 
-def suite_markdown(long: pd.DataFrame, suite: str, groups: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
-    """Per-task columns, then one mean per group and the suite mean.
+def _zscores(values: dict[tuple[str, str], float], specs: dict[str, MetricSpec]) -> dict[tuple[str, str], float]:
+    """Per task, the z-score of each row's goodness across the rows of this table (ddof=0)."""
+    out = {}
+    for task, spec in specs.items():
+        cells = {row: spec.goodness(v) for (row, t), v in values.items() if t == task and not math.isnan(v)}
+        if not cells:
+            continue
+        arr = np.array(list(cells.values()), dtype=float)
+        mu, sd = arr.mean(), arr.std()
+        out.update({(row, task): (g - mu) / sd if sd > 0 else 0.0 for row, g in cells.items()})
+    return out
 
-    A group mean is shown only when the row has every task of the group that this table holds;
-    the VTAB-1k mean is the mean of the group means (as in the VTAB and PEFT papers)."""
+
+def _same_metric(specs: list[MetricSpec]) -> MetricSpec | None:
+    """The one declaration shared by ``specs`` (None when they differ: such values are not averaged)."""
+    keys = {(s.name, s.direction, s.target) for s in specs}
+    return specs[0] if len(keys) == 1 else None
+
+
+def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "SuiteSpec | None", groups: list[tuple["GroupSpec", list[str]]]) -> tuple[str, list[str]]:
+    """Per-task columns, then one value per group and the suite's value, by the suite's declared rules.
+
+    A group value is shown only when the row has every task of the group that this table holds;
+    a group declared with ``metric`` averages that metric (e.g. APr) instead of the primary one;
+    values of different metrics are never averaged (their mean z-score is shown instead)."""
     tasks = [t for _, ts in groups for t in ts]
     stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
+    specs = {r.task: MetricSpec(r.metric or "value", r.direction, None if r.direction != "target" else float(r.target), fmt=r.fmt or ".1f")
+             for r in long.drop_duplicates("task").itertuples()}
     rows = sorted({r for r, _ in stats})
     notes = []
-    group_cols = [g for g, _ in groups] if suite in ("vtab1k", "fgvc") and (len(groups) > 1 or suite == "vtab1k") else []
-    try:
-        from tasks.suites import SUITES, suite_task_ids
-
-        full = suite_task_ids(suite) if suite in SUITES else []
-    except ImportError:
-        full = []
+    show_groups = bool(suite) and (suite.group_columns if suite.group_columns is not None else len(groups) > 1)
+    if suite:
+        for g, ts in groups:
+            if len(ts) < len(g.tasks):
+                notes.append(f"{g.title} mean over {len(ts)} of its {len(g.tasks)} tasks (the others have no results)")
+    means = {k: v[0] for k, v in stats.items()}
+    z = _zscores(means, specs)
+    # one column per group: (title, spec or None for mean z, value per row)
+    group_values: list[tuple[str, MetricSpec | None, dict[str, float]]] = []
     for g, ts in groups:
-        all_in_group = [t for t in full if t.split("/", 1)[1] in _group_members(suite, g)] if full else ts
-        if full and len(ts) < len(all_in_group):
-            notes.append(f"{_group_title(g)} mean over {len(ts)} of its {len(all_in_group)} tasks (the others have no results)")
-    suite_header = "mean of group means" if group_cols else "mean"
-    header = ["backbone", *[t.split("/", 1)[-1] for t in tasks], *[_group_title(g) for g in group_cols], suite_header]
+        if suite and g.metric:  # a named sub-metric (e.g. LVIS's APr) of the group's tasks
+            sub = metric_table(df, method, g.metric) if f"metric.{g.metric}" in df else pd.DataFrame(columns=["row", "task", "mean"])
+            sub = sub[sub["task"].isin(ts)]
+            per = {(r.row, r.task): r.mean for r in sub.itertuples()}
+            shared = _declared(None, g.metric) if sub.empty else MetricSpec(g.metric, sub.iloc[0]["direction"], None if sub.iloc[0]["direction"] != "target" else float(sub.iloc[0]["target"]), fmt=sub.iloc[0]["fmt"])
+            values = {row: _mean_unless_missing([per.get((row, t), float("nan")) for t in ts]) for row in rows}
+            group_values.append((g.title, shared, values))
+            continue
+        shared = _same_metric([specs[t] for t in ts])
+        if shared is not None:
+            values = {row: _mean_unless_missing([means.get((row, t), float("nan")) for t in ts]) for row in rows}
+        else:
+            values = {row: _mean_unless_missing([z.get((row, t), float("nan")) for t in ts]) for row in rows}
+        group_values.append((g.title if shared is not None else f"{g.title} (mean z)", shared, values))
+    suite_spec = _same_metric([specs[t] for t in tasks])
+    by_group_means = bool(suite) and suite.rule == "mean_of_group_means"
+    if by_group_means and all(s is not None for _, s, _ in group_values) and _same_metric([s for _, s, _ in group_values]) is not None:
+        overall = {row: _mean_unless_missing([v[row] for _, _, v in group_values]) for row in rows}
+        suite_header, overall_spec = "mean of group means", _same_metric([s for _, s, _ in group_values])
+    elif suite_spec is not None:
+        overall = {row: _mean_unless_missing([means.get((row, t), float("nan")) for t in tasks]) for row in rows}
+        suite_header, overall_spec = "mean", suite_spec
+    else:
+        overall = {row: _mean_unless_missing([z.get((row, t), float("nan")) for t in tasks]) for row in rows}
+        suite_header, overall_spec = "mean z", None
+    header = ["backbone", *[t.split("/", 1)[-1] for t in tasks], *([title for title, _, _ in group_values] if show_groups else []), suite_header]
     table_rows = []
     for row in rows:
         values = {t: stats.get((row, t), (float("nan"), None, 0)) for t in tasks}
-        group_means = [_mean_unless_missing([values[t][0] for t in ts]) for _, ts in groups]
-        overall = _mean_unless_missing(group_means if group_cols else [values[t][0] for t in tasks])
-        cells = [format_cell(*values[t]) for t in tasks] + [format_cell(m, None, 1) for m in (group_means if group_cols else [])]
-        table_rows.append((overall, row, cells + [format_cell(overall, None, 1)]))
+        cells = [format_cell(*values[t], fmt=specs[t].fmt) for t in tasks]
+        if show_groups:
+            cells += [_format_summary(v[row], s) for _, s, v in group_values]
+        o = overall[row]
+        good = float("nan") if math.isnan(o) else (overall_spec.goodness(o) if overall_spec else o)
+        table_rows.append((good, row, cells + [_format_summary(o, overall_spec)]))
     table_rows.sort(key=lambda r: (math.isnan(r[0]), -r[0] if not math.isnan(r[0]) else 0, r[1]))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join([f"`{row}`", *cells]) + " |" for _, row, cells in table_rows]
     return "\n".join(lines) + "\n", notes
+
+
+def _format_summary(value: float, spec: MetricSpec | None) -> str:
+    if value is None or math.isnan(value):
+        return MISSING
+    return format(value, spec.fmt) if spec else f"{value:+.2f}"
 
 
 def _mean_unless_missing(values: list[float]) -> float:
@@ -188,24 +259,13 @@ def _mean_unless_missing(values: list[float]) -> float:
     return float("nan") if any(math.isnan(v) for v in values) else sum(values) / len(values)
 
 
-def _group_title(group: str) -> str:
-    return {"fgvc": "FGVC"}.get(group, group.capitalize())
-
-
-def _group_members(suite: str, group: str) -> list[str]:
-    from tasks.suites import suite_config
-
-    return [t["name"] for t in suite_config(suite)["tasks"] if t["group"] == group]
-
-
-def markdown_table(long: pd.DataFrame, tasks: list[str], first_header: str = "backbone") -> str:
+def markdown_table(df: pd.DataFrame, method: str, long: pd.DataFrame, tasks: list[str]) -> str:
     if long.empty:
         return "_no finished cells_\n"
     parts = []
     for suite, groups in task_layout(tasks):
-        table, notes = suite_markdown(long[long["task"].isin([t for _, ts in groups for t in ts])], suite, groups)
-        title = {"vtab1k": "VTAB-1k (top-1 %, test; Natural / Specialized / Structured means, then the mean of the three)", "fgvc": "FGVC (top-1 %, test)",
-                 "icl": "In-context regression (squared error / d at k = 2d in-context examples; lower is better)"}.get(suite)
+        table, notes = suite_markdown(df, method, long[long["task"].isin([t for _, ts in groups for t in ts])], suite, groups)
+        title = suite.caption if suite else None
         parts.append((f"**{title}**\n\n" if title else "") + table + "".join(f"\n_Note: {n}._\n" for n in notes))
     return "\n".join(parts)
 
@@ -222,7 +282,7 @@ def csv_long(df: pd.DataFrame) -> str:
 
 
 def aggregate_markdown(df: pd.DataFrame) -> str:
-    """One table per method (metric: each record's primary metric, top-1 % for classification)."""
+    """One table per method (metric: each record's primary metric, as its task declares it)."""
     if df.empty:
         return "_no records_\n"
     tasks = sorted(df["task"].dropna().unique())
@@ -230,5 +290,5 @@ def aggregate_markdown(df: pd.DataFrame) -> str:
     for method in sorted(df["method"].dropna().unique()):
         long = metric_table(df, method)
         present = [t for t in tasks if t in set(long["task"])] if not long.empty else []
-        parts.append(f"### {method}\n\n" + markdown_table(long, present or tasks))
+        parts.append(f"### {method}\n\n" + markdown_table(df, method, long, present or tasks))
     return "\n".join(parts)

@@ -12,35 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import BobError
-
-FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def parse_value(text: str):
-    """``--set`` values: ints, floats (``1e-3`` included), booleans, lists (``[1,2]``), else strings."""
-    if re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    if FLOAT_RE.match(text):
-        return float(text)
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return coerce_numbers(value)
-
-
-def coerce_numbers(value):
-    """PyYAML reads ``1e-3`` as a string (YAML 1.1); grids mean a number."""
-    if isinstance(value, str) and FLOAT_RE.match(value.strip()):
-        return float(value)
-    if isinstance(value, list):
-        return [coerce_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: coerce_numbers(v) for k, v in value.items()}
-    return value
-
+from .values import FLOAT_RE, coerce_numbers, parse_value  # noqa: F401 - re-exported for callers of the old location
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
@@ -430,18 +402,20 @@ def data():
 
 
 @data.command("verify")
-@click.argument("suite", type=click.Choice(["vtab1k", "fgvc"]))
+@click.argument("suite")
 @click.option("--root", "data_root", envvar="BOB_DATA", help="data root (env BOB_DATA)")
 @click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task location, repeatable")
 @click.option("--open-images/--no-open-images", default=True, show_default=True, help="decode every image (slower, finds corrupt files)")
 def data_verify(suite, data_root, data_paths, open_images):
-    """Check every task of SUITE: files, counts per split, label range, unreadable images."""
-    from tasks.suites import check_task_data, suite_task_ids
+    """Check every task of SUITE (vtab1k, fgvc, ...): files, counts per split, label range, unreadable images."""
+    from .suites import hook
+    from .suites import suite as suite_spec
 
+    check_data = hook(suite, "check_data")
     overrides = _parse_data_paths(data_paths)
     rows, problems = [], []
-    for task_id in suite_task_ids(suite):
-        check, _ = check_task_data(task_id, data_root, overrides.get(task_id), open_images=open_images)
+    for task_id in suite_spec(suite).tasks:
+        check = check_data(task_id, data_root, overrides.get(task_id), open_images)
         row = {"task": task_id, "status": check.status, "location": check.location or "-"}
         row.update(check.counts)
         rows.append(row)
@@ -459,43 +433,21 @@ def data_verify(suite, data_root, data_paths, open_images):
         sys.exit(1)
 
 
-PREPARE_NOTES = {
-    "vtab1k": """VTAB-1k (19 tasks, the layout of NOAH and the PEFT papers that followed):
-  <root>/vtab-1k/<folder>/images/...   and   train800.txt val200.txt train800val200.txt test.txt
-  each line: 'relative/image/path label' (label from 0). Folders: caltech101 cifar dtd oxford_flowers102
-  oxford_iiit_pet svhn sun397 patch_camelyon eurosat resisc45 diabetic_retinopathy clevr_count clevr_dist
-  dmlab kitti dsprites_loc dsprites_ori smallnorb_azi smallnorb_ele ('-jpg' suffixes are accepted).
-How to get it: the NOAH repository (ZhangYuanhan-AI/NOAH, data/vtab-source) links a packed vtab-1k
-archive and the script that builds it from TensorFlow Datasets; unpack it under <root>/vtab-1k/.
-A Hugging Face mirror works too, read directly (--data-path vtab1k/<task>=hf:<id>?image=<col>&label=<col>)
-or written into this layout: bob data prepare vtab1k --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
-Then: bob data verify vtab1k --root <root>""",
-    "fgvc": """FGVC (VPT's preparation, KMnP/vpt): per dataset a folder with the images and train.json,
-val.json, test.json ({"relative/image/path": class_id, ...}); VPT split the official train set into
-train/val. Folders and image sub-folders: CUB_200_2011 (images/), nabirds (images/), OxfordFlower (.),
-Stanford-dogs (Images/), Stanford-cars (.), under <root>/fgvc/ or <root>/.
-How to get it: download each dataset from its official page and the split json files linked from
-VPT's README (the official sources need a browser or a licence click-through), or write the layout
-from a Hugging Face mirror: bob data prepare fgvc --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
-Then: bob data verify fgvc --root <root>""",
-}
-
-
 @data.command("prepare")
-@click.argument("suite", type=click.Choice(sorted(PREPARE_NOTES)))
+@click.argument("suite")
 @click.option("--root", "data_root", envvar="BOB_DATA", help="where to write the suite (env BOB_DATA)")
 @click.option("--from-hf", "source", metavar="hf:SOURCE", help="a Hugging Face mirror, {task} = task name, e.g. 'hf:org/vtab-{task}?image=img'")
 @click.option("--task", "tasks", multiple=True, help="only these tasks (default: all of the suite)")
 def data_prepare(suite, data_root, source, tasks):
     """Explain SUITE's layout and how to get it; with --from-hf, write it from a Hugging Face mirror."""
+    from .suites import hook
+
     if not source:
-        click.echo(PREPARE_NOTES[suite])
+        click.echo(hook(suite, "prepare_notes"))
         return
     if not data_root:
         raise BobError("--from-hf needs --root DIR (or BOB_DATA): where to write the suite")
-    from tasks.prepare import prepare_suite_from_hf
-
-    prepare_suite_from_hf(suite, Path(data_root), source, list(tasks) or None, log=click.echo)
+    hook(suite, "prepare")(Path(data_root), source, list(tasks) or None, click.echo)
     click.echo(f"next: bob data verify {suite} --root {data_root}")
 
 

@@ -116,7 +116,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         if not isinstance(s, int) or isinstance(s, bool):
             raise _fail(source, f"'seeds' must hold integers, got {s!r} ({type(s).__name__})")
 
-    from .cli import coerce_numbers
+    from .values import coerce_numbers
 
     hparams = coerce_numbers(data.get("hparams") or {})
     if not isinstance(hparams, dict):

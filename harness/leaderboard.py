@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, records_frame
-from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, overall_scores, rank_by_task, zscore_by_task
+from .metrics import MetricSpec
+from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
 
 HERE = Path(__file__).parent
@@ -66,9 +67,9 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
         f"# Leaderboard: {name}", "",
         f"Sweeps: {', '.join(sweeps)} · cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         + f" · generated {stamp} · bob git {', '.join(s[:10] for s in shas) or 'unknown'}", "",
-        "Metric: top-1 accuracy (%) on each task's test split; `a ± h` = mean over seeds ± half the width of the 95% bootstrap "
+        f"Metrics: {metrics_sentence(df)}; `a ± h` = mean over seeds ± half the width of the 95% bootstrap "
         "interval. `—` = no finished cell (never counted as zero). BoB score = mean over tasks of the per-task z-score across "
-        "backbones (within one method). See [METHODOLOGY.md](METHODOLOGY.md).", "",
+        "backbones (within one method; z > 0 is better whatever the metric's direction). See [METHODOLOGY.md](METHODOLOGY.md).", "",
     ]
     if random_init:
         md += [f"**Random-init weights** (no pre-training; labelled `(random-init)`): {', '.join(f'`{b}`' for b in random_init)}.", ""]
@@ -79,6 +80,25 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
     if len(failed):
         md += ["## Failed cells", "", *[f"- `{r.backbone_label}` {r.method} {r.task} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
     return "\n".join(md)
+
+
+def primary_specs(df: pd.DataFrame) -> dict[str, MetricSpec]:
+    """The declared primary metrics of the ok records, by metric name."""
+    from .scores import spec_of_row
+
+    ok = df[df["status"] == "ok"] if not df.empty else df
+    out: dict[str, MetricSpec] = {}
+    for _, row in ok.drop_duplicates("primary_metric").iterrows():
+        spec = spec_of_row(row)
+        out.setdefault(spec.name, spec)
+    return out
+
+
+def metrics_sentence(df: pd.DataFrame) -> str:
+    specs = primary_specs(df)
+    if not specs:
+        return "none"
+    return "; ".join(f"{s.title()} ({s.rule_text().split(' (')[0]})" for s in specs.values()) + ", each on its task's reported split"
 
 
 # -- LaTeX ----------------------------------------------------------------------------------------
@@ -93,7 +113,9 @@ def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame) -> str:
         sub = stats[stats["method"] == method]
         tasks = sorted(sub["task"].unique())
         wide = sub.pivot(index="row", columns="task", values="mean").reindex(columns=tasks)
-        best = wide.max()
+        good = sub.assign(good=goodness(sub)).pivot(index="row", columns="task", values="good").reindex(columns=tasks)
+        best = good.max()
+        fmts = sub.drop_duplicates("task").set_index("task")["fmt"].to_dict() if "fmt" in sub else {}
         scores = overall[overall["method"] == method].set_index("row")["score"]
         order = scores.sort_values(ascending=False).index
         parts += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(tasks) + 1) + "}", r"\toprule",
@@ -102,10 +124,17 @@ def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame) -> str:
             cells = []
             for t in tasks:
                 v = wide.loc[row, t]
-                cells.append("--" if math.isnan(v) else (rf"\textbf{{{v:.1f}}}" if v == best[t] else f"{v:.1f}"))
+                text = format(v, fmts.get(t) or ".1f") if not math.isnan(v) else "--"
+                cells.append("--" if math.isnan(v) else (rf"\textbf{{{text}}}" if good.loc[row, t] == best[t] else text))
             parts.append(_tex(row) + " & " + " & ".join(cells) + f" & {scores[row]:+.2f}" + r" \\")
-        parts += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(method)}: top-1 (\%) per task and BoB score (mean z-score over tasks).}}", r"\end{table}", ""]
+        parts += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(method)}: {_tex(_caption_metrics(sub))} per task (best in bold, by each metric's declared direction) and BoB score (mean z-score over tasks).}}", r"\end{table}", ""]
     return "\n".join(parts)
+
+
+def _caption_metrics(sub: pd.DataFrame) -> str:
+    if "metric_label" not in sub:
+        return "top-1 (%)"
+    return ", ".join(dict.fromkeys(str(x) for x in sub["metric_label"].dropna()))
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -170,8 +199,10 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
     return {
         "name": name, "generated": stamp, "methods": sorted(overall["method"].unique().tolist()),
         "tabs": {k: sorted(v) for k, v in sorted(tabs.items())}, "backbones": meta,
+        "metrics": {r.task: {"name": r.metric, "direction": r.direction, "target": _clean(r.target), "fmt": r.fmt, "label": r.metric_label}
+                    for r in stats.drop_duplicates("task").itertuples()} if "direction" in stats else {},
         "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket")} for r in overall.itertuples()],
-        "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n")} for r in stats.itertuples()],
+        "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()],
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
     }
 
@@ -184,35 +215,61 @@ def leaderboard_html(data: dict) -> str:
 
 # -- methodology ----------------------------------------------------------------------------------
 def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:
+    """METHODOLOGY.md, generated from the records and the declarations they carry, so it always
+    says how each number was ranked."""
+    from .suites import suite_of_task
+
     protocols = sorted({json.dumps({k: v for k, v in json.loads(r).get("protocol", {}).items() if k in ("tuned_on", "selected_on", "final_train_split", "reported_on")}, sort_keys=True)
                         for r in df.loc[df["status"] == "ok", "record_json"]}) if not df.empty else []
     buckets = ", ".join(label for _, _, label in PARAM_BUCKETS)
+    metric_lines = []
+    if not df.empty:
+        ok = df[df["status"] == "ok"]
+        for _, row in ok.drop_duplicates(["task", "primary_metric"]).sort_values("task").iterrows():
+            from .scores import spec_of_row
+
+            spec = spec_of_row(row)
+            unit = f" [{spec.unit}]" if spec.unit else ""
+            metric_lines.append(f"   - `{row['task']}`: **{spec.name}**{unit} ({spec.title()}): {spec.rule_text()}.")
+    suites = {}
+    for task in (sorted(df["task"].dropna().unique()) if not df.empty else []):
+        spec = suite_of_task(task)
+        if spec is not None:
+            suites[spec.name] = spec
+    suite_lines = [f"   - {s.rule_text()}" for _, s in sorted(suites.items())] or ["   - (no declared suite: a table's mean is the plain mean over its tasks)"]
+    nl = "\n"
     return f"""# How these numbers were computed
 
 Source: the JSON records of sweep(s) {', '.join(sweeps)} (`results.parquet` here holds all of them,
 one row per cell, with the full record in `record_json`). Nothing is typed in by hand.
 
 1. **Cell.** One (backbone, weights, method, task, seed, hyper-parameters) run. Its number is the
-   top-1 accuracy (%) on the task's test split. Hyper-parameters listed in a record's
+   task's declared primary metric on the task's reported split. Hyper-parameters listed in a record's
    `protocol.search_space` were chosen on the validation split (`protocol.selected_on`, e.g.
    train800 -> val200 for VTAB-1k), the chosen setting was refitted on `protocol.final_train_split`
    (train800val200 for VTAB-1k) and scored on `protocol.reported_on`. Fixed settings say "no search".
    Protocols found in these records: {'; '.join(protocols) or 'none'}.
-2. **Seeds.** Per (method, task, backbone): the mean over seeds and a {int(CI_LEVEL * 100)}% percentile
+2. **Metrics and their direction** (declared by each task and carried in every record as
+   `metric_specs`; a z-score or rank uses the metric's *goodness*: the value when higher is better,
+   minus the value when lower is better, minus the distance to the target when the best value is a
+   target such as 50):
+{nl.join(metric_lines) or '   - none'}
+3. **Seeds.** Per (method, task, backbone): the mean over seeds and a {int(CI_LEVEL * 100)}% percentile
    bootstrap interval of that mean ({N_BOOTSTRAP} resamples, fixed RNG seed 0); shown as `mean ± half-width`.
    With one seed no interval is shown.
-3. **Per-task z-score.** Within one method and one task, each backbone's mean is standardised
-   across the backbones that have it: z = (x - mean) / std (population std, ddof = 0); a task on
-   which all backbones tie gives z = 0.
-4. **BoB score.** The mean of a backbone's z-scores over the tasks it has (Battle of the Backbones).
-   **Mean rank**: the mean over tasks of its rank (1 = best, ties averaged).
+4. **Per-task z-score.** Within one method and one task, each backbone's goodness is standardised
+   across the backbones that have it: z = (g - mean) / std (population std, ddof = 0), so z > 0 is
+   better for every direction; a task on which all backbones tie gives z = 0.
+5. **BoB score.** The mean of a backbone's z-scores over the tasks it has (Battle of the Backbones).
+   **Mean rank**: the mean over tasks of its rank (1 = best by the declared direction, ties averaged).
    Missing tasks are excluded from both means and flagged (`tasks` column, `*`); never counted as zero.
-5. **Group means.** VTAB-1k: the mean over the tasks of each group (Natural, Specialized,
-   Structured), shown only when the backbone has every task of that group in the table; the
-   VTAB-1k mean is the mean of the three group means. FGVC: the mean over its tasks.
-6. **Size buckets.** Parameter counts are measured on the feature extractor (no classifier);
+6. **Group and suite values** (declared by the task plugins), shown only when the backbone has every
+   task of that group in the table; values of different metrics are never averaged (their mean
+   z-score is shown instead, labelled "mean z"):
+{nl.join(suite_lines)}
+7. **Size buckets.** Parameter counts are measured on the feature extractor (no classifier);
    buckets: {buckets}; `rank in bucket` compares backbones of similar size.
-7. **Weights.** `random-init` rows had no pre-training (asked for, or `auto` found no weights);
+8. **Weights.** `random-init` rows had no pre-training (asked for, or `auto` found no weights);
    they are labelled in every table. GFLOPs are measured at the input size the cell used
    (2 FLOPs per multiply-add).
 """
@@ -229,7 +286,7 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
     stats = rank_by_task(zscore_by_task(stats)) if not stats.empty else stats
     overall = overall_scores(stats)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
-    atomic_write_text(out / "leaderboard.csv", stats.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "leaderboard.csv", stats[csv_columns(stats)].to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
     if not stats.empty:
         atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))
@@ -242,5 +299,5 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
     if wandb_project:
         from .wandb_logging import log_leaderboard
 
-        log_leaderboard(wandb_project, name, overall, out)
+        log_leaderboard(wandb_project, name, overall, out, metrics={k: v.as_dict() for k, v in primary_specs(df).items()})
     return out

@@ -22,16 +22,17 @@ def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
             rows.append({"item": name, "kind": "weights", "status": "cached", "detail": backbone.meta.get("weights_file") or "hub cache"})
         except BobError as exc:
             rows.append({"item": name, "kind": "weights", "status": "missing", "detail": str(exc)[:160]})
-    for task in expand_task_names(grid.tasks):
-        meta = TASKS.get(task).meta
-        override = grid.data_paths.get(task)
-        if not meta.get("suite") and not override:
-            rows.append({"item": task, "kind": "data", "status": "cached", "detail": "built in / generated"})
-            continue
-        try:
-            from tasks.suites import check_task_data
+    from .suites import suite_of_task
 
-            check, samples = check_task_data(task, grid.data_root, override)
+    for task in expand_task_names(grid.tasks):
+        override = grid.data_paths.get(task)
+        suite = suite_of_task(task)
+        prefetch = suite.hooks.get("prefetch") or suite.hooks.get("check_data") if suite else None
+        if prefetch is None:
+            rows.append({"item": task, "kind": "data", "status": "cached", "detail": "built in / generated" if not override else override})
+            continue
+        try:  # a suite's prefetch hook fills its cache; its data check is the fallback for data that must be placed by hand
+            check = prefetch(task, grid.data_root, override, False)
             ok = not check.problems
             rows.append({"item": task, "kind": "data", "status": "cached" if ok else "missing",
                          "detail": (check.location or "-") if ok else check.message()[:160]})

@@ -107,6 +107,7 @@ class Registry:
 BACKBONES = Registry("backbone")
 METHODS = Registry("method")
 TASKS = Registry("task")
+SUITES = Registry("suite")  # suite -> groups -> tasks, table rules and data hooks (harness/suites.py)
 
 
 def register_backbone(name: str | None = None, **meta: Any) -> Callable:
@@ -125,6 +126,8 @@ def register_method(cls: type) -> type:
         description=cls.description,
         backbone_sources=list(getattr(cls, "backbone_sources", ()) or ()),
         higher_is_better=getattr(cls, "higher_is_better", True),
+        metrics=dict(getattr(cls, "metrics", {}) or {}),
+        backbone_requires=dict(getattr(cls, "backbone_requires", {}) or {}),
     )
     return cls
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BobError
+from .metrics import resolve_specs
 from .registry import BACKBONES, METHODS, TASKS
 from .spec import RunSpec
 from .store import RECORD_SCHEMA, ResultStore
@@ -137,11 +138,15 @@ def run_cell(
         hits0, misses0 = ctx.feature_cache.hits, ctx.feature_cache.misses
         result = method.run(backbone, task, hparams, ctx)
         record["feature_cache"] = {"hits": ctx.feature_cache.hits - hits0, "misses": ctx.feature_cache.misses - misses0, "backbone_built": backbone.built}
+        specs = resolve_specs(result.metrics, TASKS.get(spec.task).meta.get("metrics"), getattr(method, "metrics", None),
+                              primary=result.primary_metric, primary_higher_is_better=getattr(method, "higher_is_better", True))
+        primary_spec = specs[result.primary_metric]
         record.update(
             status="ok",
             metrics=result.metrics,
+            metric_specs={name: s.as_dict() for name, s in specs.items()},
             primary_metric={"name": result.primary_metric, "value": result.metrics.get(result.primary_metric),
-                            "higher_is_better": getattr(method, "higher_is_better", True)},
+                            "higher_is_better": primary_spec.higher_is_better, "direction": primary_spec.direction, "target": primary_spec.target},
             protocol=result.protocol,
             curves=result.curves,
         )

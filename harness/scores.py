@@ -7,11 +7,14 @@ is never z-scored against a fine-tuning number.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from .metrics import MetricSpec, spec_from
 
 PARAM_BUCKETS = ((0, 10, "<10M"), (10, 30, "10-30M"), (30, 100, "30-100M"), (100, 300, "100-300M"), (300, math.inf, ">=300M"))
 N_BOOTSTRAP = 2000
@@ -54,14 +57,20 @@ def filter_backbones(df: pd.DataFrame, family: str | None = None, pretrain: str 
     return df[keep]
 
 
+LEGACY_COLUMNS = ["method", "task", "row", "mean", "ci_low", "ci_high", "n", "higher_is_better", "backbone", "task_group", "family",
+                  "pretrain_method", "pretrain_data", "weights", "params_m", "gflops"]
+SPEC_COLUMNS = ["metric", "direction", "target", "fmt", "metric_label"]
+
+
 def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.DataFrame:
-    """One row per (method, task, backbone row): mean over seeds, 95% bootstrap interval, n seeds.
+    """One row per (method, task, backbone row): mean over seeds, 95% bootstrap interval, n seeds,
+    and the primary metric's declaration (metric, direction, target, fmt, label) from the records.
 
     A backbone that ran several hyper-parameter settings gets one row per setting, named
     ``"<backbone> <hp_label(hparams json)>"``."""
-    ok = df[df["status"] == "ok"].copy()
+    ok = df[df["status"] == "ok"].copy() if "status" in df else df.iloc[0:0]
     if ok.empty:
-        return pd.DataFrame(columns=["method", "task", "row", "mean", "ci_low", "ci_high", "n"])
+        return pd.DataFrame(columns=[*LEGACY_COLUMNS, *SPEC_COLUMNS])
     configs = ok.groupby(["method", "backbone_label"])["hparams"].nunique()
     ok["row"] = [
         label if configs[(m, label)] == 1 else f"{label} {hp_label(hp)}" for m, label, hp in zip(ok["method"], ok["backbone_label"], ok["hparams"])
@@ -71,32 +80,63 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
         values = group["primary_value"].astype(float).to_numpy()
         lo, hi = bootstrap_ci(values)
         first = group.iloc[0]
+        spec = spec_of_row(first)
         rows.append({"method": method, "task": task, "row": row, "mean": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": len(values),
-                     "higher_is_better": bool(first.get("higher_is_better", True)),
+                     "higher_is_better": spec.higher_is_better,
                      "backbone": first["backbone"], "task_group": first.get("task_group"), "family": first.get("family"),
                      "pretrain_method": first.get("pretrain_method"), "pretrain_data": first.get("pretrain_data"),
-                     "weights": first.get("weights_resolved"), "params_m": first.get("params_m"), "gflops": first.get("gflops")})
+                     "weights": first.get("weights_resolved"), "params_m": first.get("params_m"), "gflops": first.get("gflops"),
+                     "metric": spec.name, "direction": spec.direction, "target": spec.target, "fmt": spec.fmt, "metric_label": spec.title()})
     return pd.DataFrame(rows)
 
 
+def spec_of_row(row) -> MetricSpec:
+    """The primary metric's declaration of a flat record row (see ``aggregate.flatten``)."""
+    text = row.get("primary_spec") if hasattr(row, "get") else None
+    if isinstance(text, str) and text:
+        return spec_from(row.get("primary_metric") or "value", json.loads(text))
+    return MetricSpec(row.get("primary_metric") or "value", "higher" if bool(row.get("higher_is_better", True)) else "lower")
+
+
+def spec_of_stats(stats: pd.DataFrame) -> pd.Series:
+    """Per stats row, its MetricSpec (rebuilt from the declaration columns)."""
+    if "direction" not in stats:
+        return pd.Series([MetricSpec("value", "higher" if h else "lower") for h in stats.get("higher_is_better", pd.Series(True, index=stats.index))],
+                         index=stats.index)
+    return pd.Series([MetricSpec(m or "value", d, None if d != "target" else float(t), fmt=f or ".1f") for m, d, t, f in
+                      zip(stats["metric"], stats["direction"], stats["target"], stats["fmt"])], index=stats.index)
+
+
+def goodness(stats: pd.DataFrame, column: str = "mean") -> pd.Series:
+    """Larger is better for every declared direction: the value, its negation, or minus the distance to the target."""
+    specs = spec_of_stats(stats)
+    return pd.Series([spec.goodness(v) for spec, v in zip(specs, stats[column].astype(float))], index=stats.index, dtype=float)
+
+
 def zscore_by_task(stats: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``z``: per (method, task), (mean - mean over backbones) / std over backbones (ddof=0).
+    """Adds ``z``: per (method, task), the z-score across backbones (ddof=0) of the metric's
+    goodness (value, -value, or -|value - target| as declared), so that z > 0 is always better.
 
     A task where every backbone scores the same (std 0) contributes z = 0 to everyone."""
     out = stats.copy()
-    grouped = out.groupby(["method", "task"])["mean"]
+    good = goodness(out)
+    grouped = good.groupby([out["method"], out["task"]])
     mu, sd = grouped.transform("mean"), grouped.transform(lambda s: s.std(ddof=0))
-    sign = np.where(out.get("higher_is_better", True), 1.0, -1.0)  # errors: lower is better, so z flips
-    out["z"] = np.where(sd > 0, sign * (out["mean"] - mu) / sd.where(sd > 0, 1.0), 0.0)
+    out["z"] = np.where(sd > 0, (good - mu) / sd.where(sd > 0, 1.0), 0.0)
     return out
 
 
 def rank_by_task(stats: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``rank``: 1 = best on that (method, task); ties share the average rank."""
+    """Adds ``rank``: 1 = best on that (method, task) by the declared direction; ties share the average rank."""
     out = stats.copy()
-    signed = out["mean"] * np.where(out.get("higher_is_better", True), 1.0, -1.0)
-    out["rank"] = signed.groupby([out["method"], out["task"]]).rank(ascending=False, method="average")
+    out["rank"] = goodness(out).groupby([out["method"], out["task"]]).rank(ascending=False, method="average")
     return out
+
+
+def csv_columns(stats: pd.DataFrame) -> list[str]:
+    """The published column order: the columns of bob 0.1 first (so old readers keep working), then the declarations."""
+    first = [c for c in (*LEGACY_COLUMNS, "z", "rank") if c in stats]
+    return first + [c for c in stats.columns if c not in first]
 
 
 def overall_scores(stats: pd.DataFrame) -> pd.DataFrame:

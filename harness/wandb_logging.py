@@ -46,7 +46,8 @@ class CellLogger:
         self.run.log(metrics, step=step)
 
     def finish(self, record: dict[str, Any]) -> None:
-        self.run.config.update({"hparams_resolved": record.get("hparams"), "backbone_meta": record.get("backbone_meta")}, allow_val_change=True)
+        self.run.config.update({"hparams_resolved": record.get("hparams"), "backbone_meta": record.get("backbone_meta"),
+                                "metric_specs": record.get("metric_specs") or {}}, allow_val_change=True)
         self.run.summary.update({**{f"final/{k}": v for k, v in (record.get("metrics") or {}).items()}, "status": record["status"],
                                  "wall_s": record.get("timing", {}).get("wall_s")})
         if record.get("error"):
@@ -64,14 +65,14 @@ def cell_logger_factory(target: str | None, sweep: str | None):
     return lambda spec: CellLogger(wandb, target, sweep, spec)
 
 
-def log_leaderboard(target: str, name: str, overall, folder: Path) -> None:
+def log_leaderboard(target: str, name: str, overall, folder: Path, metrics: dict | None = None) -> None:
     """A summary run (job type ``leaderboard``) with the overall table and the plots."""
     wandb = _import_wandb()
     if wandb is None:
         return
     project, entity = parse_target(target)
     run = wandb.init(project=project, entity=entity, group=name, job_type="leaderboard", name=f"leaderboard {name}", reinit="finish_previous",
-                     config={"leaderboard": name})
+                     config={"leaderboard": name, "metrics": metrics or {}})
     columns = ["method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "family", "pretrain_method", "params_m", "param_bucket"]
     table = wandb.Table(columns=columns, data=[[None if v != v else v for v in (r[c] for c in columns)] for _, r in overall.iterrows()])
     payload = {"leaderboard": table}

@@ -14,6 +14,7 @@ import numpy as np
 
 from harness.errors import BobError
 from harness.registry import TASKS
+from harness.suites import register_suite
 from harness.types import ICL_REGRESSION
 
 MAX_D, MAX_K = 256, 1024
@@ -176,5 +177,19 @@ def _factory(name: str, family: str, params: dict):
     return make
 
 
+# Squared error normalised by d: lower is better (Garg et al. 2022).
+ICL_METRICS = {
+    "err_at_2d": {"direction": "lower", "fmt": ".3f", "label": "squared error / d at k = 2d"},
+    "err_last": {"direction": "lower", "fmt": ".3f", "label": "squared error / d at the last k"},
+}
+
 for _name, (_family, _params, _desc) in ICL_TASKS.items():
-    TASKS.add(_name, _factory(_name, _family, _params), kind=ICL_REGRESSION, group=_group(_family), suite="icl", description=_desc)
+    TASKS.add(_name, _factory(_name, _family, _params), kind=ICL_REGRESSION, group=_group(_family), suite="icl", description=_desc,
+              metrics=ICL_METRICS)
+
+register_suite(
+    "icl", title="In-context regression", rule="mean_of_tasks", group_columns=False,
+    caption="In-context regression (squared error / d at k = 2d in-context examples; lower is better)",
+    groups=[{"name": "regression", "title": "Regression", "tasks": [t for t, (f, _, _) in ICL_TASKS.items() if not f.startswith("boolean")]},
+            {"name": "boolean", "title": "Boolean", "tasks": [t for t, (f, _, _) in ICL_TASKS.items() if f.startswith("boolean")]}],
+)

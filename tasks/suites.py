@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from harness.errors import BobError
 from harness.registry import TASKS
+from harness.suites import register_suite
 from harness.types import Task
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -273,6 +274,51 @@ def suite_task_ids(suite: str) -> list[str]:
     return [f"{suite}/{t['name']}" for t in suite_config(suite)["tasks"]]
 
 
+PREPARE_NOTES = {
+    "vtab1k": """VTAB-1k (19 tasks, the layout of NOAH and the PEFT papers that followed):
+  <root>/vtab-1k/<folder>/images/...   and   train800.txt val200.txt train800val200.txt test.txt
+  each line: 'relative/image/path label' (label from 0). Folders: caltech101 cifar dtd oxford_flowers102
+  oxford_iiit_pet svhn sun397 patch_camelyon eurosat resisc45 diabetic_retinopathy clevr_count clevr_dist
+  dmlab kitti dsprites_loc dsprites_ori smallnorb_azi smallnorb_ele ('-jpg' suffixes are accepted).
+How to get it: the NOAH repository (ZhangYuanhan-AI/NOAH, data/vtab-source) links a packed vtab-1k
+archive and the script that builds it from TensorFlow Datasets; unpack it under <root>/vtab-1k/.
+A Hugging Face mirror works too, read directly (--data-path vtab1k/<task>=hf:<id>?image=<col>&label=<col>)
+or written into this layout: bob data prepare vtab1k --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
+Then: bob data verify vtab1k --root <root>""",
+    "fgvc": """FGVC (VPT's preparation, KMnP/vpt): per dataset a folder with the images and train.json,
+val.json, test.json ({"relative/image/path": class_id, ...}); VPT split the official train set into
+train/val. Folders and image sub-folders: CUB_200_2011 (images/), nabirds (images/), OxfordFlower (.),
+Stanford-dogs (Images/), Stanford-cars (.), under <root>/fgvc/ or <root>/.
+How to get it: download each dataset from its official page and the split json files linked from
+VPT's README (the official sources need a browser or a licence click-through), or write the layout
+from a Hugging Face mirror: bob data prepare fgvc --root <root> --from-hf 'hf:<org>/<name>-{task}?image=<col>'.
+Then: bob data verify fgvc --root <root>""",
+}
+
+
+
+
+def _check_hook(task_id: str, data_root: str | None, override: str | None = None, open_images: bool = False) -> TaskCheck:
+    return check_task_data(task_id, data_root, override, open_images=open_images)[0]
+
+
+def _prepare_hook(suite: str):
+    def prepare(root: Path, source: str, tasks: list[str] | None, log) -> list[Path]:
+        from .prepare import prepare_suite_from_hf
+
+        return prepare_suite_from_hf(suite, root, source, tasks, log=log)
+
+    return prepare
+
+
+SUITE_TABLES = {  # how the tables present each suite (the rules are those of the papers)
+    "vtab1k": {"title": "VTAB-1k", "rule": "mean_of_group_means", "plain_mean": True, "group_columns": True,
+               "caption": "VTAB-1k (top-1 %, test; Natural / Specialized / Structured means, then the mean of the three)"},
+    "fgvc": {"title": "FGVC", "rule": "mean_of_tasks", "caption": "FGVC (top-1 %, test)"},
+}
+GROUP_TITLES = {"fgvc": "FGVC"}
+
+
 def _register(suite: str) -> None:
     cfg = suite_config(suite)
     for t in cfg["tasks"]:
@@ -284,8 +330,13 @@ def _register(suite: str) -> None:
             group=f"{suite}/{t['group']}",
             suite=suite,
             num_classes=t["classes"],
+            metric=cfg["metric"],
             description=f"{cfg['description'].split(':')[0]} {t['name']} ({t['group']})",
         )
+    groups = [{"name": g, "title": GROUP_TITLES.get(g, g.capitalize()), "tasks": [f"{suite}/{t['name']}" for t in cfg["tasks"] if t["group"] == g]}
+              for g in cfg["group_order"]]
+    register_suite(suite, groups=groups, check_data=_check_hook, prepare=_prepare_hook(suite), prepare_notes=PREPARE_NOTES[suite],
+                   **SUITE_TABLES[suite])
 
 
 for _suite in SUITES:

@@ -32,7 +32,8 @@ def test_least_squares_is_exact_from_d_points_and_ridge_wins_on_noise(tmp_path):
     assert ridge_n[5] < ls_n[5] and ridge_n[6] < ls_n[6] and np.mean(ridge_n[1:]) < np.mean(ls_n[1:])
     avg = curve(noisy["baseline:averaging"])
     assert avg[14] < avg[2]  # averaging improves with more examples but stays well above least squares
-    assert ls["primary_metric"] == {"name": "err_at_2d", "value": errs[10], "higher_is_better": False}
+    assert ls["primary_metric"] == {"name": "err_at_2d", "value": errs[10], "higher_is_better": False, "direction": "lower", "target": None}
+    assert ls["metric_specs"]["err_at_2d"]["direction"] == "lower"  # declared by the ICL task plugin
 
 
 def test_other_baselines_and_function_classes():

@@ -69,7 +69,7 @@ def test_publish_writes_every_artifact(board):
     assert row["mean"] == 71.0 and row["n"] == 3 and 70.0 <= row["ci_low"] < 71.0 < row["ci_high"] <= 72.0
     assert len(pd.read_parquet(board / "results.parquet")) == 31
     method = (board / "METHODOLOGY.md").read_text()
-    assert "z = (x - mean) / std" in method and "bootstrap" in method and "train800val200" in method
+    assert "z = (g - mean) / std" in method and "higher is better" in method and "bootstrap" in method and "train800val200" in method
     page = (board / "index.html").read_text()
     assert "<script src" not in page and "<link rel=\"stylesheet\"" not in page and "http://" not in page and "https://" not in page
 
