@@ -45,7 +45,7 @@ def main():
 
 # -- list -------------------------------------------------------------------------------------
 @main.command("list")
-@click.argument("what", type=click.Choice(["backbones", "methods", "tasks"]))
+@click.argument("what", type=click.Choice(["backbones", "methods", "tasks", "suites"]))
 @click.option("--family", help="backbones: cnn, vit, swin, convnext, hiera ...")
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
 @click.option("--kind", help="tasks/methods: classification, detection, icl_regression, lm_probe")
@@ -76,6 +76,12 @@ def list_cmd(what, family, pretrain, kind, group, suite):
             if kind is None or kind in e.meta.get("kinds", [])
         ]
         click.echo(format_table(rows, ["name", "kinds", "frozen", "description", "defaults"]))
+    elif what == "suites":
+        from .suites import all_suites
+
+        rows = [{"name": s.name, "title": s.title, "groups": ", ".join(f"{g.name} ({len(g.tasks)})" for g in s.groups), "rule": s.rule,
+                 "data hooks": ", ".join(sorted(k for k in s.hooks if k != "prepare_notes")) or "-"} for s in all_suites()]
+        click.echo(format_table(rows, ["name", "title", "groups", "rule", "data hooks"]))
     else:
         rows = [
             {"name": e.name, "kind": e.meta.get("kind"), "group": e.meta.get("group"), "classes": e.meta.get("num_classes", ""), "description": e.meta.get("description", "")}
