@@ -292,3 +292,128 @@ def aggregate_markdown(df: pd.DataFrame) -> str:
         present = [t for t in tasks if t in set(long["task"])] if not long.empty else []
         parts.append(f"### {method}\n\n" + markdown_table(df, method, long, present or tasks))
     return "\n".join(parts)
+
+
+# -- adaptation views (VPT / V-PETL shape) -----------------------------------------------------------
+def _method_long(sub: pd.DataFrame) -> pd.DataFrame:
+    """metric_table for every method of ``sub`` (one backbone), with the method as the row label."""
+    frames = []
+    for method in sorted(sub["method"].dropna().unique()):
+        long = metric_table(sub, method)
+        if long.empty:
+            continue
+        several = long["row"].nunique() > 1  # several settings of one method: keep them apart
+        long = long.assign(row=[f"{method} {r.split(' ', 1)[1]}" if several and " " in r else method for r in long["row"]])
+        frames.append(long)
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """Per declared suite: group means, the suite value by its rule, and the plain task mean where
+    declared; tasks of no suite get their own columns and a mean. Values of one metric only."""
+    means = {(r.row, r.task): r.mean for r in long.itertuples()}
+    specs = {r.task: MetricSpec(r.metric or "value", r.direction, None if r.direction != "target" else float(r.target), fmt=r.fmt or ".1f")
+             for r in long.drop_duplicates("task").itertuples()}
+    z = _zscores(means, specs)
+    cols: list[tuple[str, dict[str, str]]] = []
+
+    def column(title: str, ts: list[str]) -> None:
+        shared = _same_metric([specs[t] for t in ts])
+        source = means if shared else z
+        values = {row: _mean_unless_missing([source.get((row, t), float("nan")) for t in ts]) for row in rows}
+        cols.append((title if shared else f"{title} (mean z)", {row: _format_summary(v, shared) for row, v in values.items()}))
+
+    for suite, groups in task_layout(tasks):
+        present = [t for _, ts in groups for t in ts]
+        if suite is None:
+            for t in present:
+                cols.append((t.split("/", 1)[-1], {row: _format_summary(means.get((row, t), float("nan")), specs[t]) for row in rows}))
+            if len(present) > 1:
+                column("mean", present)
+            continue
+        if len(suite.groups) > 1:
+            for g, ts in groups:
+                column(f"{suite.title} {g.title}", ts)
+        if suite.rule == "mean_of_group_means" and len(groups) > 1:
+            group_vals = {}
+            for row in rows:
+                parts = [_mean_unless_missing([means.get((row, t), float("nan")) for t in ts]) for _, ts in groups]
+                group_vals[row] = _mean_unless_missing(parts)
+            shared = _same_metric([specs[t] for t in present])
+            cols.append((f"{suite.title} mean of group means", {row: _format_summary(v, shared) for row, v in group_vals.items()}))
+            if suite.plain_mean:
+                column(f"{suite.title} mean of {len(present)} tasks", present)
+        else:
+            column(f"{suite.title} mean", present)
+    return cols
+
+
+def method_view_markdown(df: pd.DataFrame) -> str:
+    """Per backbone, rows = methods: suite/group means (VTAB-1k Natural / Specialized / Structured,
+    the mean of group means and the plain task mean, both labelled; FGVC mean) and % trainable
+    parameters (without and with the head), as the VPT / V-PETL tables report them."""
+    ok = df[df["status"] == "ok"] if not df.empty else df
+    if ok.empty:
+        return "_no finished cells_\n"
+    parts = []
+    for backbone in sorted(ok["backbone_label"].dropna().unique()):
+        sub = ok[ok["backbone_label"] == backbone]
+        long = _method_long(sub)
+        if long.empty:
+            continue
+        rows = sorted(long["row"].unique())
+        tasks = sorted(long["task"].unique())
+        cols = _summary_columns(long, rows, tasks)
+        pct = {}
+        for row in rows:
+            method = row.split(" ", 1)[0]
+            msub = sub[sub["method"] == method]
+            no_head = msub["metric.trainable_pct"].dropna().mean() if "metric.trainable_pct" in msub else float("nan")
+            with_head = msub["metric.trainable_pct_with_head"].dropna().mean() if "metric.trainable_pct_with_head" in msub else float("nan")
+            pct[row] = (MISSING if pd.isna(no_head) else f"{no_head:.2f}", MISSING if pd.isna(with_head) else f"{with_head:.2f}")
+        header = ["method", *[c for c, _ in cols], "% trainable", "% trainable (with head)"]
+        lines = [f"#### `{backbone}`", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        for row in rows:
+            lines.append("| " + " | ".join([row, *[vals[row] for _, vals in cols], *pct[row]]) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def backbone_method_matrix(df: pd.DataFrame) -> str:
+    """Rows = backbones, columns = methods; a cell is the mean of the method's primary metric over
+    the tasks the method ran (shown only when the backbone has all of them; of one metric only,
+    else the mean z-score across backbones)."""
+    from .scores import cell_stats, zscore_by_task
+
+    stats = cell_stats(df[df["status"] == "ok"]) if not df.empty else pd.DataFrame()
+    if stats.empty:
+        return "_no finished cells_\n"
+    stats = zscore_by_task(stats)
+    stats = stats.assign(label=stats["backbone"].where(~stats["weights"].eq("random-init"), stats["backbone"] + " (random-init)"))
+    methods = sorted(stats["method"].unique())
+    backbones = sorted(stats["label"].unique())
+    header = ["backbone", *methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(methods)) + "|"]
+    notes = []
+    for method in methods:
+        sub = stats[stats["method"] == method]
+        specs = {(r.metric, r.direction, r.target if r.direction == "target" else None) for r in sub.itertuples()}
+        notes.append(f"{method}: " + (f"mean {sub['metric'].iloc[0]} over {sub['task'].nunique()} task(s)" if len(specs) == 1 else f"mean z over {sub['task'].nunique()} task(s)"))
+    for b in backbones:
+        cells = []
+        for method in methods:
+            sub = stats[(stats["method"] == method)]
+            mine = sub[sub["label"] == b]
+            if mine.empty or mine["task"].nunique() < sub["task"].nunique():
+                cells.append(MISSING)
+                continue
+            if len({(r.metric, r.direction) for r in sub.itertuples()}) == 1:
+                cells.append(format(mine["mean"].mean(), mine["fmt"].iloc[0] or ".1f"))
+            else:
+                cells.append(f"{mine['z'].mean():+.2f}")
+        lines.append("| " + " | ".join([f"`{b}`", *cells]) + " |")
+    return "\n".join(lines) + "\n\n_" + "; ".join(notes) + "._\n"
+
+
+def methods_markdown(df: pd.DataFrame) -> str:
+    return ("## Adaptation methods per backbone\n\n" + method_view_markdown(df) + "\n## Backbone x method\n\n" + backbone_method_matrix(df))

@@ -310,7 +310,9 @@ def results_clean(sweeps, results_root):
 @click.option("--data", "pretrain_data", help="only this pre-training data (substring)")
 @click.option("--min-params", type=float, help="millions of parameters, inclusive")
 @click.option("--max-params", type=float, help="millions of parameters, inclusive")
-def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_params, max_params):
+@click.option("--view", type=click.Choice(["backbones", "methods", "matrix"]), default="backbones", show_default=True,
+              help="backbones: BoB score and backbone x task tables per method; methods: per backbone, methods x suite means with %% trainable; matrix: backbone x method")
+def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_params, max_params, view):
     """Print the BoB overall score / mean rank and backbone x task tables, one set per method."""
     from .aggregate import aggregate_markdown, csv_long, records_frame
     from .leaderboard import overall_markdown
@@ -324,6 +326,11 @@ def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_pa
         raise BobError("no records match (check the sweep names and the filters)")
     if fmt == "csv":
         click.echo(csv_long(df), nl=False)
+        return
+    if view != "backbones":
+        from .aggregate import backbone_method_matrix, method_view_markdown
+
+        click.echo(method_view_markdown(df) if view == "methods" else backbone_method_matrix(df), nl=False)
         return
     overall = overall_scores(cell_stats(df))
     for method in sorted(overall["method"].unique()):

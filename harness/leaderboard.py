@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, records_frame
+from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, methods_markdown, records_frame
 from .metrics import MetricSpec
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
@@ -75,7 +75,9 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
         md += [f"**Random-init weights** (no pre-training; labelled `(random-init)`): {', '.join(f'`{b}`' for b in random_init)}.", ""]
     for method in sorted(overall["method"].unique()):
         md += [f"## {method}: overall", "", overall_markdown(overall, method)]
-    md += ["## Per task", "", aggregate_markdown(df), "## Backbones", "", backbone_meta_table(df)]
+    md += ["## Per task", "", aggregate_markdown(df),
+           "Adaptation methods side by side (per backbone: suite means and % trainable parameters) and the backbone x method matrix: [methods.md](methods.md).", "",
+           "## Backbones", "", backbone_meta_table(df)]
     failed = df[df["status"] == "failed"] if not df.empty else df
     if len(failed):
         md += ["## Failed cells", "", *[f"- `{r.backbone_label}` {r.method} {r.task} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
@@ -288,6 +290,7 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
     atomic_write_text(out / "leaderboard.csv", stats[csv_columns(stats)].to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
+    atomic_write_text(out / "methods.md", f"# Methods: {name}\n\n" + methods_markdown(df))
     if not stats.empty:
         atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))
         write_plots(stats, overall, out)

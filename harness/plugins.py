@@ -13,6 +13,7 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.knn",
     "harness.methods.linear",
     "harness.methods.finetune",
+    "harness.methods.adapt_methods",
     "harness.methods.icl",
     "backbones.timm_backbones",
     "backbones.sequence",

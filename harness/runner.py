@@ -37,6 +37,12 @@ def check_supported(spec: RunSpec) -> str | None:
         return f"method {spec.method} runs only {'/'.join(sources)} backbones, not {backbone_source} ones"
     if not sources and backbone_source in ("baseline", "scratch"):
         return f"method {spec.method} needs an image backbone; {spec.backbone} is a sequence model"
+    requires = method_meta.get("backbone_requires") or {}
+    if requires.get("architectures"):
+        architecture = BACKBONES.get(spec.backbone).meta.get("architecture") or ""
+        if not architecture.startswith(tuple(requires["architectures"])):
+            return (f"method {spec.method} cannot adapt {spec.backbone}: {requires.get('why', 'unsupported architecture')} "
+                    f"(supported: {', '.join(requires['architectures'])}*)")
     return None
 
 
@@ -150,6 +156,8 @@ def run_cell(
             protocol=result.protocol,
             curves=result.curves,
         )
+        if result.adaptation:
+            record["adaptation"] = result.adaptation
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})
         record["backbone_meta"] = _public_meta(backbone)
         if checkpoint_dir is not None:  # finished: the resume points are no longer needed

@@ -20,6 +20,7 @@ class MethodResult:
     primary_metric: str
     protocol: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, list] = field(default_factory=dict)
+    adaptation: dict[str, Any] = field(default_factory=dict)  # trainable/extra params, peak memory, throughput, latency
 
 
 class Method:

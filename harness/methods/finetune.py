@@ -60,19 +60,49 @@ def _atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
-def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None):
-    """Fine-tune a fresh copy of the backbone on ``train_split``; top-1 on ``eval_split``."""
+def make_optimizer(params, hp: dict):
+    """AdamW or SGD (momentum 0.9) with the cell's weight decay: the wd grid is honoured for both
+    (VPT's optimiser code silently ignores it for AdamW)."""
+    import torch
+
+    from ..errors import BobError
+
+    name = str(hp.get("optimizer", "adamw")).lower()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=float(hp["lr"]), weight_decay=float(hp["wd"]))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=float(hp["lr"]), weight_decay=float(hp["wd"]), momentum=0.9)
+    raise BobError(f"optimizer={name!r} is not one of adamw, sgd")
+
+
+def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None, recipe: str | None = None):
+    """Fine-tune a fresh copy of the backbone on ``train_split`` (adapted by ``recipe`` when given:
+    only the recipe's parameters and the head train); top-1 on ``eval_split``.
+
+    Returns (top1, n_eval, curve, report): the report holds the parameter counts, peak memory,
+    training throughput and inference latency against the frozen backbone."""
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
+    from ..adapt import apply_recipe, train_mode
+    from ..adapt.accounting import latency_ms, parameter_report, peak_memory_mb, reset_peak_memory
     from ..progress import progress
 
     device = ctx.device
     torch.manual_seed(ctx.seed)
     encoder = copy.deepcopy(backbone.model)
+    backbone_params = sum(p.numel() for p in encoder.parameters())
+    adaptation = apply_recipe(recipe, encoder, hp) if recipe else None
+    if adaptation is None:
+        encoder.requires_grad_(True)
     head = torch.nn.Linear(backbone.feature_dim, task.num_classes)
     model = torch.nn.Sequential(encoder, head).to(device)
+    report = parameter_report(encoder, head, set(adaptation.trainable) if adaptation else None, backbone_params,
+                              adaptation.extra_params if adaptation else 0)
+    report["recipe"] = recipe or "full"
+    if adaptation is not None and adaptation.notes:
+        report["recipe_notes"] = {k: v for k, v in adaptation.notes.items() if isinstance(v, (int, float, str, bool, dict, list))}
     augment = bool(hp["augment"])
     train_ds = task.load(train_split).with_transform(backbone.preprocess.train_transform(augment, task.hflip_ok))
     if not augment:
@@ -83,11 +113,12 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     epochs = int(hp["epochs"])
     total = epochs * steps_per_epoch
     warmup = int(round(float(hp["warmup_epochs"]) * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["wd"]))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(trainable, hp)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
     start_epoch, curve = 0, []
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])
@@ -95,9 +126,11 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
         ctx.log(f"resumed {train_split} fit from {checkpoint} at epoch {start_epoch}/{epochs}")
 
     step = start_epoch * steps_per_epoch
+    reset_peak_memory(device)
+    images_seen = 0
     t0 = time.perf_counter()
-    for epoch in progress(range(start_epoch, epochs), desc=f"finetune {train_split}", total=epochs - start_epoch):
-        model.train()
+    for epoch in progress(range(start_epoch, epochs), desc=f"{recipe or 'finetune'} {train_split}", total=epochs - start_epoch):
+        train_mode(model, adapted=adaptation is not None)
         order_gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)  # epoch order independent of resume
         loader = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=order_gen, num_workers=0, drop_last=False)
         total_loss, count = 0.0, 0
@@ -113,9 +146,10 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if hp.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(hp["grad_clip"]))
+                torch.nn.utils.clip_grad_norm_(trainable, float(hp["grad_clip"]))
             opt.step()
             step += 1
+            images_seen += len(labels)
             total_loss += loss.detach().item() * len(labels)
             count += len(labels)
         curve.append({"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "lr": opt.param_groups[0]["lr"]})
@@ -126,18 +160,37 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
             )
         if ctx.on_metrics:
             ctx.on_metrics({f"{train_split}/loss": curve[-1]["train_loss"], "lr": curve[-1]["lr"]}, epoch + 1)
-    ctx.add_time("fit", time.perf_counter() - t0)
+    fit_s = time.perf_counter() - t0
+    ctx.add_time("fit", fit_s)
+    report["peak_memory_mb"], report["peak_memory_kind"] = peak_memory_mb(device)
+    report["train_images_per_s"] = round(images_seen / fit_s, 2) if images_seen and fit_s > 0 else None
 
     t0 = time.perf_counter()
     model.eval()
-    correct, seen = 0, 0
+    correct, seen, probe = 0, 0, None
     with torch.inference_mode():
         for images, labels in DataLoader(eval_ds, batch_size=max(bs, 64), shuffle=False):
             pred = model(images.to(device)).argmax(dim=1).cpu()
             correct += int((pred == labels).sum())
             seen += len(labels)
+            probe = images[:16] if probe is None else probe
     ctx.add_time("eval", time.perf_counter() - t0)
-    return float(np.float64(correct) / max(seen, 1) * 100.0), seen, curve
+    if probe is not None:  # the adapted encoder's forward against the frozen backbone's, same images
+        frozen = backbone.model.to(device)
+        report["latency_ms"] = latency_ms(encoder, probe.to(device))
+        report["frozen_latency_ms"] = latency_ms(frozen, probe.to(device))
+        report["latency_vs_frozen"] = round(report["latency_ms"] / report["frozen_latency_ms"], 3) if report["frozen_latency_ms"] else None
+        report["latency_batch"] = int(len(probe))
+    return float(np.float64(correct) / max(seen, 1) * 100.0), seen, curve, report
+
+
+ADAPTATION_METRICS = {  # bookkeeping numbers every adaptation record carries (declared so tables rank them right)
+    "trainable_pct": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters (% of the backbone)"},
+    "trainable_pct_with_head": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters incl. head (% of the backbone)"},
+    "train_images_per_s": {"direction": "higher", "fmt": ".1f", "label": "training throughput (images/s)"},
+    "peak_memory_mb": {"direction": "lower", "unit": "MiB", "fmt": ".0f", "label": "peak training memory (MiB)"},
+    "latency_vs_frozen": {"direction": "lower", "fmt": ".2f", "label": "inference latency / frozen backbone"},
+}
 
 
 @register_method
@@ -146,23 +199,30 @@ class FineTune(Method):
     kinds = (CLASSIFICATION,)
     frozen_backbone = False
     description = "end-to-end fine-tuning (AdamW, warmup + cosine, augmentation on/off)"
-    defaults = {"lr": 5e-4, "wd": 0.05, "epochs": 10, "warmup_epochs": 1.0, "label_smoothing": 0.0, "augment": False, "grad_clip": 1.0, "batch_size": 32}
+    defaults = {"lr": 5e-4, "wd": 0.05, "epochs": 10, "warmup_epochs": 1.0, "label_smoothing": 0.0, "augment": False, "grad_clip": 1.0, "batch_size": 32,
+                "optimizer": "adamw"}
     search_space = {}  # fixed by default (costly); pass search: {lr: [...]} for the VTAB-1k protocol
+    metrics = ADAPTATION_METRICS
+    recipe: str | None = None  # None: every parameter trains
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
-        curves = {}
+        curves, reports = {}, {}
 
         def fit_and_score(train_split, eval_split, hp):
             ckpt = None
             if ctx.checkpoint_dir is not None:
                 tag = hashlib.sha256(canonical_json({"train": train_split, "eval": eval_split, **{k: v for k, v in hp.items() if k != "search"}}).encode()).hexdigest()[:12]
                 ckpt = Path(ctx.checkpoint_dir) / f"{ctx.cell_id}-{tag}.pt"
-            top1, n, curve = train_and_evaluate(backbone, task, train_split, eval_split, hp, ctx, ckpt)
+            top1, n, curve, report = train_and_evaluate(backbone, task, train_split, eval_split, hp, ctx, ckpt, recipe=self.recipe)
             curves[f"{train_split}->{eval_split}"] = curve
+            reports[f"{train_split}->{eval_split}"] = report
             return top1, {"top1": top1, "n_eval": n}
 
-        metrics, protocol = tune_then_refit(task, hparams, fit_and_score, "finetune")
-        final = curves.get(f"{task.final_splits[0]}->{task.final_splits[1]}", [])
+        metrics, protocol = tune_then_refit(task, hparams, fit_and_score, self.name)
+        final_key = f"{task.final_splits[0]}->{task.final_splits[1]}"
+        final = curves.get(final_key, [])
         if final:
             metrics["final_train_loss"] = final[-1]["train_loss"]
-        return MethodResult(metrics, "top1", protocol, curves={"train": final})
+        report = reports.get(final_key, {})
+        metrics.update({k: report[k] for k in ADAPTATION_METRICS if report.get(k) is not None})
+        return MethodResult(metrics, "top1", protocol, curves={"train": final}, adaptation=report)
