@@ -77,18 +77,9 @@ def records_frame(stores: Iterable[ResultStore]) -> pd.DataFrame:
 
 def atomic_write_parquet(df: pd.DataFrame, out: Path) -> Path:
     """``df`` as Parquet at ``out``, through a temp file and a rename (no reader sees half a file)."""
-    import os
-    import tempfile
+    from .atomic import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def compact(store: ResultStore, out: Path | None = None) -> Path:

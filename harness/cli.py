@@ -205,23 +205,29 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache folder")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available)")
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
+@click.option("--max-cells", type=int, help="refuse grids with more cells than this (default: the grid's max_cells, else 100000)")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
 def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
           array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
-          publish_name, wandb_target):
+          publish_name, max_cells, wandb_target):
     """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
     import time as _time
 
     from .grid import load_grid
-    from .sweep import plan_sweep, record_skipped, summarise
+    from .sweep import plan_sweep, record_skipped, save_plan, summarise
 
     grid = load_grid(grid_file)
+    if max_cells is not None:
+        if max_cells < 1:
+            raise BobError(f"--max-cells {max_cells}: give a positive number")
+        grid.max_cells = max_cells
     plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
     click.echo(plan.describe())
     if dry_run:
         for spec in plan.to_run:
             click.echo(f"  would run {spec.id}  {spec.label()}")
         return
+    save_plan(plan)
     record_skipped(plan)
     paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     common = dict(data_root=data_root or grid.data_root, data_paths=paths, cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)

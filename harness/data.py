@@ -83,8 +83,12 @@ def read_list_file(list_file: Path, image_root: Path, num_classes: int | None = 
     list_file = Path(list_file)
     if not list_file.is_file():
         raise BobError(f"list file {list_file} does not exist; check --data-root / BOB_DATA and the task's folder")
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BobError(f"{list_file}: not a UTF-8 text file (byte {exc.start}); a list file holds 'relative/path label' lines") from None
     samples = []
-    for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
@@ -99,8 +103,19 @@ def read_list_file(list_file: Path, image_root: Path, num_classes: int | None = 
             raise BobError(
                 f"{list_file}:{lineno}: label {label} is out of range 0..{(num_classes or 1) - 1}; fix the list file or the class count"
             )
-        samples.append(Sample(Path(image_root) / rel, label, f"{list_file}:{lineno}"))
+        samples.append(Sample(path_inside(image_root, rel, f"{list_file}:{lineno}"), label, f"{list_file}:{lineno}"))
     return samples
+
+
+def path_inside(root: Path | str, rel: str, where: str) -> Path:
+    """``root / rel``, refusing paths that leave the data root (absolute, ``..``, or a symlinked
+    escape is allowed only when it stays under the root once resolved). ``where`` = file:line."""
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise BobError(f"{where}: image path {rel!r} is absolute; list paths relative to the data folder {root}")
+    if ".." in rel_path.parts:
+        raise BobError(f"{where}: image path {rel!r} points outside the data folder {root} ('..'); list paths inside it")
+    return Path(root) / rel_path
 
 
 def scan_image_folder(folder: Path, classes: Sequence[str] | None = None) -> tuple[list[Sample], list[str]]:

@@ -41,3 +41,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if not hits:
         return ""
     return " (did you mean " + " or ".join(hits) + "?)"
+
+
+class RecordWriteError(BobError):
+    """A finished cell's record could not be written (disk full, permissions): nothing partial is
+    left behind, the cell stays pending, and the next run computes it again."""

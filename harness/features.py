@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .spec import canonical_json
-from .store import atomic_write_text
+from .atomic import atomic_write_bytes
 
 FEATURE_VERSION = 1  # bump when extraction changes in a way that changes the numbers
 
@@ -40,6 +40,16 @@ def extract_features(backbone, dataset, batch_size: int, device: str, num_worker
     return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
 
 
+def entry_checksum(features: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 over the arrays' dtype, shape and bytes: stored in each cache entry, checked on load."""
+    h = hashlib.sha256()
+    for arr in (features, labels):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 class FeatureCache:
     """``<dir>/<key hash>.npz`` holding features, labels and a JSON description of the key."""
 
@@ -47,6 +57,7 @@ class FeatureCache:
         self.folder = Path(folder) if folder else None
         self.hits = 0
         self.misses = 0
+        self.rejected = 0  # damaged entries found (and recomputed)
         self._memory: dict[str, tuple] = {}  # also serves runs without a cache folder
         self._memory_entries = memory_entries
 
@@ -76,9 +87,14 @@ class FeatureCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                return data["features"], data["labels"], meta
-        except Exception:  # a damaged cache entry is recomputed, never trusted
+                features, labels = data["features"], data["labels"]
+        except Exception:  # a truncated or unreadable entry is recomputed, never trusted
+            self.rejected += 1
             return None
+        if meta.get("sha256") != entry_checksum(features, labels) or meta.get("key") != key:
+            self.rejected += 1  # a bit flip the container did not catch, or an entry written for another key
+            return None
+        return features, labels, meta
 
     def save(self, key: dict[str, Any], features: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> None:
         if len(self._memory) >= self._memory_entries:
@@ -88,26 +104,15 @@ class FeatureCache:
         if path is None:
             return
         buf = io.BytesIO()
-        np.savez(buf, features=features, labels=labels, meta=np.array(json.dumps({"key": key, **meta}, default=str)))
+        entry_meta = {"key": key, **meta, "sha256": entry_checksum(features, labels)}
+        np.savez(buf, features=features, labels=labels, meta=np.array(json.dumps(entry_meta, default=str)))
         # np.savez writes binary; atomic_write_text is text-only, so write bytes atomically here
-        _atomic_write_bytes(path, buf.getvalue())
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:  # the cache only saves time: a full disk must not cost the cell its result
+            import warnings
 
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            warnings.warn(f"feature cache entry {path.name} not written ({exc.strerror or exc}); the features are recomputed next time")
 
 
 def split_features(backbone, task, split: str, ctx, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,10 @@ from typing import Any
 from .errors import BobError, did_you_mean
 from .spec import RunSpec
 
-GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths")
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells")
+DEFAULT_MAX_CELLS = 100_000  # a grid above this is refused before expansion; raise it with max_cells: or --max-cells
+MAX_GRID_VALUES = 100_000  # values in a grid file once YAML aliases are expanded (a billion-laughs file stops here)
+MAX_GRID_BYTES = 1_000_000
 RULE_KEYS = ("backbone", "method", "task", "seed", "weights")
 ALL_METHODS = "all"
 
@@ -45,6 +48,7 @@ class Grid:
     data_root: str | None = None
     data_paths: dict[str, str] = field(default_factory=dict)
     source: str = "<grid>"
+    max_cells: int = DEFAULT_MAX_CELLS
 
 
 @dataclass
@@ -118,6 +122,12 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
 
     from .values import coerce_numbers
 
+    size = expanded_size(data)
+    if size > MAX_GRID_VALUES:
+        raise _fail(source, f"the grid expands to {size:,} values (YAML aliases?); a grid file may hold at most {MAX_GRID_VALUES:,}")
+    max_cells = data.get("max_cells", DEFAULT_MAX_CELLS)
+    if not isinstance(max_cells, int) or isinstance(max_cells, bool) or max_cells < 1:
+        raise _fail(source, f"'max_cells' must be a positive integer, got {max_cells!r}")
     hparams = coerce_numbers(data.get("hparams") or {})
     if not isinstance(hparams, dict):
         raise _fail(source, f"'hparams' must map method names to {{hyper-parameter: value or list}}, got {hparams!r}")
@@ -156,7 +166,22 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         data_root=str(data_root) if data_root else None,
         data_paths=dict(data_paths),
         source=source,
+        max_cells=max_cells,
     )
+
+
+def expanded_size(value, _memo: dict | None = None) -> int:
+    """How many values ``value`` holds with YAML aliases expanded, computed without expanding them
+    (an alias is the same Python object, so each distinct container is sized once)."""
+    memo = {} if _memo is None else _memo
+    if isinstance(value, (list, tuple, dict)):
+        key = id(value)
+        if key not in memo:
+            memo[key] = 0  # a self-referencing alias counts once
+            items = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+            memo[key] = 1 + sum(expanded_size(v, memo) for v in items)
+        return memo[key]
+    return 1
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -165,8 +190,17 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise BobError(f"grid file {path} does not exist")
+    raw = path.read_bytes()
+    if len(raw) > MAX_GRID_BYTES:
+        raise BobError(f"{path}: {len(raw):,} bytes is too large for a grid file (at most {MAX_GRID_BYTES:,}); is it the right file?")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BobError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a grid is a YAML text file, see grids/quickstart.yaml") from None
+    if "\x00" in text:
+        raise BobError(f"{path}: contains NUL bytes; a grid is a YAML text file, see grids/quickstart.yaml")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -203,6 +237,23 @@ def _hparam_points(grid: Grid, method: str) -> list[dict[str, Any]]:
     return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(swept[k] for k in keys))] if keys else [fixed]
 
 
+def _first_point(grid: Grid, method: str) -> dict[str, Any]:
+    merged = {**grid.hparams.get(ALL_METHODS, {}), **grid.hparams.get(method, {})}
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in merged.items()}
+
+
+def count_cells(grid: Grid, n_tasks: int | None = None) -> int:
+    """Cells before exclusion: backbones x tasks x seeds x the product of each method's swept lists."""
+    import math
+
+    n_tasks = len(grid.tasks) if n_tasks is None else n_tasks
+    per_method = 0
+    for method in grid.methods:
+        merged = {**grid.hparams.get(ALL_METHODS, {}), **grid.hparams.get(method, {})}
+        per_method += math.prod(len(v) for v in merged.values() if isinstance(v, list))
+    return len(grid.backbones) * n_tasks * len(grid.seeds) * per_method
+
+
 def expand(grid: Grid, validate: bool = True) -> Expansion:
     """All cells of the grid, in a stable order. Unsupported method/task pairs are reported, not dropped.
 
@@ -218,13 +269,20 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
             BACKBONES.get(name)
         for name in tasks:
             TASKS.get(name)
+        for method in grid.methods:  # keys first, on one representative point: nothing is enumerated yet
+            METHODS.get(method).factory().resolve_hparams(_first_point(grid, method))
+        for method in grid.hparams:
+            if method != ALL_METHODS and method not in grid.methods:
+                raise BobError(f"{grid.source}: hparams given for '{method}', which is not in methods{did_you_mean(method, grid.methods)}")
+    total = count_cells(grid, len(tasks))
+    if total > grid.max_cells:
+        raise BobError(f"{grid.source}: the grid has {total:,} cells, more than max_cells={grid.max_cells:,}; "
+                       f"narrow the hparams lists, or raise the limit (max_cells: in the grid, or --max-cells)")
+    if validate:
         for method in grid.methods:
             cls = METHODS.get(method).factory
             for point in _hparam_points(grid, method):
                 cls().resolve_hparams(point)
-        for method in grid.hparams:
-            if method != ALL_METHODS and method not in grid.methods:
-                raise BobError(f"{grid.source}: hparams given for '{method}', which is not in methods{did_you_mean(method, grid.methods)}")
     cells, skipped, excluded = [], [], 0
     for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, tasks, grid.seeds):
         for hp in _hparam_points(grid, method):

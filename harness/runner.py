@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import BobError
+from .errors import BobError, RecordWriteError
 from .metrics import resolve_specs
 from .registry import BACKBONES, METHODS, TASKS
 from .spec import RunSpec
@@ -189,5 +189,9 @@ def _finish(record: dict[str, Any], store: ResultStore | None, t0: float) -> dic
     record["created"] = now_iso()
     if store is not None:
         record["path"] = str(store.path_for(record["id"]))
-        store.write(record)
+        try:
+            store.write(record)
+        except OSError as exc:  # the atomic writer removed its temp file: the store holds no trace of this cell
+            raise RecordWriteError(f"record of cell {record['id']} could not be written to {store.folder} ({exc.strerror or exc}); "
+                                   "the cell stays pending: free space (or fix permissions) and rerun the sweep") from None
     return record

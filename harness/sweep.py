@@ -72,6 +72,31 @@ def plan_sweep(grid: Grid, results_root: str | Path = "results", retry_failed: b
     return plan
 
 
+PLAN_FILE = ".plan.json"
+
+
+def save_plan(plan: SweepPlan) -> None:
+    """Store the sweep's cell list beside its records (``.plan.json``, atomic, merged with any
+    earlier plan), so that ``bob status`` knows the pending cells after a kill without ``--grid``."""
+    import json
+
+    from .atomic import atomic_write_text
+
+    path = plan.store.folder / PLAN_FILE
+    cells = planned_cells(plan.store.folder)
+    cells.update({s.id: s.as_dict() for s in plan.expansion.cells})
+    atomic_write_text(path, json.dumps({"grid": plan.grid.source, "cells": cells}, sort_keys=True, default=str))
+
+
+def planned_cells(folder: Path) -> dict[str, dict]:
+    import json
+
+    try:
+        return dict(json.loads((Path(folder) / PLAN_FILE).read_text(encoding="utf-8")).get("cells") or {})
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
 def record_skipped(plan: SweepPlan) -> None:
     """Unsupported cells get a 'skipped' record so tables can say why a cell is empty."""
     from .runner import now_iso
@@ -108,7 +133,7 @@ def sweep_status(sweep_or_path: str, results_root: str | Path = "results", grid_
 
     store = resolve_store(sweep_or_path, results_root)
     records = {r["id"]: r for r in store.records()}
-    known = set(records) | set(submitted_specs(store))
+    known = set(records) | set(submitted_specs(store)) | set(planned_cells(store.folder))
     if grid_file:
         from .grid import expand, load_grid
 

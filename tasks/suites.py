@@ -90,7 +90,7 @@ def read_vpt_json(json_file: Path, image_dir: Path, class_map: dict | None) -> t
     """VPT's ``{relative path: class id}``. Class ids are mapped to 0..C-1 by sorting the training
     split's ids (VPT maps each split on its own, which silently shifts labels when a split lacks
     a class; here an id unseen in training is an error instead)."""
-    from harness.data import Sample
+    from harness.data import Sample, path_inside
 
     if not json_file.is_file():
         raise BobError(f"annotation file {json_file} does not exist")
@@ -106,7 +106,7 @@ def read_vpt_json(json_file: Path, image_dir: Path, class_map: dict | None) -> t
     for rel, cid in anno.items():
         if cid not in class_map:
             raise BobError(f"{json_file}: class id {cid!r} of {rel} does not occur in train.json; fix the annotations")
-        samples.append(Sample(image_dir / rel, class_map[cid], f"{json_file}:{rel}"))
+        samples.append(Sample(path_inside(image_dir, str(rel), f"{json_file}:{rel}"), class_map[cid], f"{json_file}:{rel}"))
     return samples, class_map
 
 

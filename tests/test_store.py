@@ -31,8 +31,9 @@ def _killed_writer(tmp_path, stall_in: str):
         stall = {stall_in!r}
         if stall == "fsync":
             os.fsync = lambda fd: (print("STALLED", flush=True), time.sleep(60))
-        else:
-            real_fdopen = os.fdopen
+        else:  # the temp file gets half the data, then the writer stalls
+            import builtins
+            real_open = builtins.open
             class HalfThenStall:
                 def __init__(self, f): self.f = f
                 def __enter__(self): return self
@@ -42,7 +43,10 @@ def _killed_writer(tmp_path, stall_in: str):
                     print("STALLED", flush=True); time.sleep(60)
                 def flush(self): self.f.flush()
                 def fileno(self): return self.f.fileno()
-            os.fdopen = lambda fd, *a, **k: HalfThenStall(real_fdopen(fd, *a, **k))
+            def patched_open(path, mode="r", *a, **k):
+                f = real_open(path, mode, *a, **k)
+                return HalfThenStall(f) if str(path).endswith(".tmp") and "w" in mode else f
+            builtins.open = patched_open
         ResultStore(sys.argv[1]).write({{"id": "cell1", "status": "ok", "version": 2, "metrics": {{"top1": 99.0}}, "pad": "x" * 200000}})
         """
     )

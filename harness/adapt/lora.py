@@ -71,7 +71,7 @@ def peft_layer_tuners() -> dict[str, type]:
     try:
         import peft
     except ImportError:
-        raise BobError("PEFT methods need Hugging Face peft: pip install 'bob-harness[peft]'") from None
+        raise BobError("PEFT methods need Hugging Face peft: pip install 'peft>=0.13' (a core dependency of bob)") from None
     return {str(k.value if hasattr(k, "value") else k).lower(): cfg for k, cfg in peft.PEFT_TYPE_TO_CONFIG_MAPPING.items()
             if str(k.value if hasattr(k, "value") else k).upper() not in PROMPT_LEARNING}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..claims import Claims
+from ..errors import RecordWriteError
 from ..spec import RunSpec
 from ..store import ResultStore
 
@@ -76,6 +77,9 @@ def run_worker(
                 record = run_cell(spec, store, data_root=data_root, data_paths=data_paths, feature_cache=cache,
                                   checkpoint_dir=store.folder / ".checkpoints", device=device, log=log, logger_factory=logger_factory,
                                   extra={"log": log_path} if log_path else None)
+        except RecordWriteError as exc:
+            log(f"NOT RECORDED {spec.label()}: {exc}")
+            continue
         finally:
             claims.release(spec.id)
         records.append(record)

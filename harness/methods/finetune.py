@@ -44,20 +44,11 @@ def _lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    import os
-    import tempfile
-
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..atomic import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_optimizer(params, hp: dict):

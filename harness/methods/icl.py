@@ -103,7 +103,7 @@ class PretrainICL(Method):
         ckpt = Path(ctx.checkpoint_dir) / f"{ctx.cell_id}-icl.pt" if ctx.checkpoint_dir else None
         start, losses = 0, []
         if ckpt is not None and ckpt.is_file():
-            state = torch.load(ckpt, weights_only=False)
+            state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only: a checkpoint cannot run code
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
