@@ -30,6 +30,35 @@ def backbone_label(record: dict[str, Any]) -> str:
     return f"{name} (random-init)" if weights in ("random-init", "random") else name
 
 
+def check_record(record: dict[str, Any]) -> None:
+    """The fields aggregation reads have the record schema's types (ValueError says which does not)."""
+    status = record.get("status")
+    if status not in ("ok", "failed", "skipped"):
+        raise ValueError(f"status {status!r} is not ok, failed or skipped")
+    for key in ("backbone", "method", "task"):
+        value = record.get(key)
+        if not (isinstance(value, str) and value) and (status == "ok" or value is not None):
+            raise ValueError(f"{key} {value!r} is not a name")
+    seed = record.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"seed {seed!r} is not an integer")
+    for key in ("metrics", "backbone_meta", "spec", "task_meta", "metric_specs", "timing", "error", "environment", "primary_metric", "protocol"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            raise ValueError(f"{key} must be an object, got {type(record[key]).__name__}")
+    hp = (record.get("spec") or {}).get("hparams")
+    if hp is not None and not isinstance(hp, dict):
+        raise ValueError("spec.hparams must be an object")
+    if status == "ok":
+        primary = record.get("primary_metric") or {}
+        value = primary.get("value")
+        if not isinstance(primary.get("name"), str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"an ok record needs primary_metric {{name, numeric value}}, got {primary!r}")
+    for key in ("params_m", "gflops"):
+        value = (record.get("backbone_meta") or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"backbone_meta.{key} {value!r} is not a number")
+
+
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     meta = record.get("backbone_meta") or {}
     hp = (record.get("spec") or {}).get("hparams") or {}
@@ -71,7 +100,21 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def records_frame(stores: Iterable[ResultStore]) -> pd.DataFrame:
-    rows = [flatten(r) for store in stores for r in store.records()]
+    """All records of ``stores`` as flat rows; a malformed record is a one-line error naming it."""
+    from .errors import BobError
+
+    rows = []
+    for store in stores:
+        for record in store.records():
+            try:
+                if not isinstance(record, dict):
+                    raise TypeError(f"a record is a JSON object, got {type(record).__name__}")
+                check_record(record)
+                rows.append(flatten(record))
+            except (AttributeError, TypeError, ValueError, KeyError, BobError) as exc:
+                name = record.get("id") if isinstance(record, dict) else None
+                raise BobError(f"{store.folder}: record {name!r} is malformed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                               "delete it and rerun its cell (`bob sweep` recomputes missing cells)") from None
     return pd.DataFrame(rows)
 
 

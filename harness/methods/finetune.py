@@ -51,6 +51,27 @@ def _atomic_torch_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def load_checkpoint(path: Path, device: str = "cpu", log=print) -> dict | None:
+    """A resume checkpoint, loaded with ``weights_only=True`` (tensors and plain containers: a
+    checkpoint can never run code). One that is damaged or holds anything else is discarded with
+    a warning and the fit starts over, rather than trusted or crashing the cell."""
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError("not a bob checkpoint")
+        return state
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        log(f"warning: checkpoint {path} cannot be loaded safely ({str(exc).splitlines()[0][:120]}); starting this fit over")
+        path.unlink(missing_ok=True)
+        return None
+
+
 def make_optimizer(params, hp: dict):
     """AdamW or SGD (momentum 0.9) with the cell's weight decay: the wd grid is honoured for both
     (VPT's optimiser code silently ignores it for AdamW)."""
@@ -108,8 +129,8 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     opt = make_optimizer(trainable, hp)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
     start_epoch, curve = 0, []
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    state = load_checkpoint(checkpoint, device, ctx.log) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         torch.set_rng_state(state["torch_rng"])

@@ -102,8 +102,10 @@ class PretrainICL(Method):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
         ckpt = Path(ctx.checkpoint_dir) / f"{ctx.cell_id}-icl.pt" if ctx.checkpoint_dir else None
         start, losses = 0, []
-        if ckpt is not None and ckpt.is_file():
-            state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only: a checkpoint cannot run code
+        from .finetune import load_checkpoint
+
+        state = load_checkpoint(ckpt, "cpu", ctx.log) if ckpt is not None else None
+        if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
