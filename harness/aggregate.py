@@ -118,6 +118,34 @@ def records_frame(stores: Iterable[ResultStore]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def frame_for(sweeps: list[str], results_root: str | Path = "results", with_json: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """The flat records of ``sweeps`` and their names. A sweep may be a folder of records, a sweep
+    name, or a compacted ``.parquet`` file; ``results/<sweep>.parquet`` is used instead of the folder
+    when it is at least as new as the folder (``bob results compact`` after the last record), which
+    is what makes aggregating a million cells fast. ``with_json=False`` skips the full-record
+    column that only ``publish`` needs."""
+    from .store import resolve_store
+
+    frames, names = [], []
+    for sweep in sweeps:
+        path = Path(sweep)
+        folder = None
+        if not (path.suffix == ".parquet" and path.is_file()):
+            store = resolve_store(sweep, results_root)
+            folder, path = store.folder, store.folder.parent / f"{store.folder.name}.parquet"
+        if path.is_file() and (folder is None or path.stat().st_mtime >= folder.stat().st_mtime):
+            import pyarrow.parquet as pq
+
+            columns = [c for c in pq.read_schema(path).names if with_json or c != "record_json"]
+            frames.append(pd.read_parquet(path, columns=columns))
+            names.append(path.stem)
+        else:
+            frames.append(records_frame([ResultStore(folder)]))
+            names.append(folder.name)
+    frames = [f for f in frames if not f.empty]
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), names
+
+
 def atomic_write_parquet(df: pd.DataFrame, out: Path) -> Path:
     """``df`` as Parquet at ``out``, through a temp file and a rename (no reader sees half a file)."""
     from .atomic import atomic_write

@@ -320,12 +320,11 @@ def results_clean(sweeps, results_root):
               help="backbones: BoB score and backbone x task tables per method; methods: per backbone, methods x suite means with %% trainable; matrix: backbone x method")
 def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_params, max_params, view):
     """Print the BoB overall score / mean rank and backbone x task tables, one set per method."""
-    from .aggregate import aggregate_markdown, csv_long, records_frame
+    from .aggregate import aggregate_markdown, csv_long, frame_for
     from .leaderboard import overall_markdown
     from .scores import cell_stats, filter_backbones, overall_scores
-    from .store import resolve_store
 
-    df = records_frame([resolve_store(s, results_root) for s in sweeps])
+    df, _ = frame_for(list(sweeps), results_root, with_json=False)
     if not df.empty:
         df = filter_backbones(df, family, pretrain, pretrain_data, min_params, max_params)
     if df.empty:
@@ -352,10 +351,9 @@ def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_pa
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="also log a summary run with the leaderboard table and plots")
 def publish(sweeps, name, results_root, out_root, wandb_target):
     """Write leaderboards/NAME/: index.html, leaderboard.md/.csv, results.parquet, table.tex, plots, METHODOLOGY.md."""
-    from .leaderboard import publish as do_publish
-    from .store import resolve_store
+    from .leaderboard import publish_frame
 
-    out = do_publish([resolve_store(s, results_root) for s in sweeps], name, out_root, wandb_project=wandb_target)
+    out = publish_frame(list(sweeps), name, out_root, results_root=results_root, wandb_project=wandb_target)
     click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
 
 

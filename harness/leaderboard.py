@@ -20,6 +20,7 @@ from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_column
 from .store import ResultStore, atomic_write_text
 
 HERE = Path(__file__).parent
+HEATMAP_ROWS = 60
 
 
 def _num(value, digits=2):
@@ -167,14 +168,17 @@ def write_plots(stats: pd.DataFrame, overall: pd.DataFrame, out: Path) -> list[s
         plt.close(fig)
         written.append(fname)
     ranked = rank_by_task(stats)
-    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 1.5 + 0.35 * ranked["row"].nunique()), squeeze=False)
+    top = {m: set(overall[overall["method"] == m].nlargest(HEATMAP_ROWS, "score")["row"]) for m in methods}  # readable at any size
+    shown = max((len(v) for v in top.values()), default=1)
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 1.5 + 0.35 * shown), squeeze=False)
     for ax, method in zip(axes[0], methods):
-        sub = ranked[ranked["method"] == method]
+        sub = ranked[(ranked["method"] == method) & ranked["row"].isin(top[method])]
         grid = sub.pivot(index="row", columns="task", values="rank")
         im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [t.split("/", 1)[-1] for t in grid.columns], rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(grid.shape[0]), [_short_label(r) for r in grid.index], fontsize=7)
-        ax.set_title(f"{method}: rank per task (1 = best)")
+        more = overall[overall["method"] == method]["row"].nunique() - len(top[method])
+        ax.set_title(f"{method}: rank per task (1 = best)" + (f"; best {HEATMAP_ROWS} of {HEATMAP_ROWS + more} rows" if more > 0 else ""))
         fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(out / "rank_heatmap.png", dpi=120)
@@ -279,11 +283,22 @@ one row per cell, with the full record in `record_json`). Nothing is typed in by
 
 # -- publish --------------------------------------------------------------------------------------
 def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leaderboards", wandb_project: str | None = None) -> Path:
-    df = records_frame(stores)
+    return _publish(records_frame(stores), [s.sweep for s in stores], name, out_root, wandb_project)
+
+
+def publish_frame(sweeps: list[str], name: str, out_root: Path | str = "leaderboards", results_root: str | Path = "results",
+                  wandb_project: str | None = None) -> Path:
+    """``bob publish``: sweeps given as names, folders or compacted Parquet files (see ``aggregate.frame_for``)."""
+    from .aggregate import frame_for
+
+    df, names = frame_for(sweeps, results_root, with_json=True)
+    return _publish(df, names, name, out_root, wandb_project)
+
+
+def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | str, wandb_project: str | None) -> Path:
     out = Path(out_root) / name
     out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sweeps = [s.sweep for s in stores]
     stats = cell_stats(df) if not df.empty else cell_stats(pd.DataFrame(columns=["status"]))
     stats = rank_by_task(zscore_by_task(stats)) if not stats.empty else stats
     overall = overall_scores(stats)

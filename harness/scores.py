@@ -30,17 +30,26 @@ def param_bucket(params_m: float | None) -> str:
     return "unknown"
 
 
+_BOOT_INDEX: dict[tuple[int, int, int], np.ndarray] = {}
+
+
 def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOTSTRAP, level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over seeds (NaN, NaN with fewer than 2 values).
 
-    Deterministic (fixed RNG seed) so that republishing the same records gives the same page."""
+    Deterministic (fixed RNG seed) so that republishing the same records gives the same page. The
+    resampling indices depend only on (n, n_boot, seed) and are drawn once per size: identical to
+    ``default_rng(seed).choice(values, (n_boot, n))``, without redrawing them for every group."""
     values = np.asarray(values, dtype=float)
-    if len(values) < 2:
+    n = len(values)
+    if n < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(axis=1)
+    idx = _BOOT_INDEX.get((n, n_boot, seed))
+    if idx is None:
+        idx = _BOOT_INDEX[(n, n_boot, seed)] = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    means = values[idx].mean(axis=1)
     alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 def filter_backbones(df: pd.DataFrame, family: str | None = None, pretrain: str | None = None, data: str | None = None,
@@ -67,25 +76,39 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
     and the primary metric's declaration (metric, direction, target, fmt, label) from the records.
 
     A backbone that ran several hyper-parameter settings gets one row per setting, named
-    ``"<backbone> <hp_label(hparams json)>"``."""
-    ok = df[df["status"] == "ok"].copy() if "status" in df else df.iloc[0:0]
+    ``"<backbone> <hp_label(hparams json)>"``. Written for a million records: groups are found
+    once (no per-group DataFrames), and the bootstrap draws are shared by all groups of one size,
+    which gives exactly the numbers of a fresh ``default_rng(0)`` per group."""
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
     if ok.empty:
         return pd.DataFrame(columns=[*LEGACY_COLUMNS, *SPEC_COLUMNS])
-    configs = ok.groupby(["method", "backbone_label"])["hparams"].nunique()
-    ok["row"] = [
-        label if configs[(m, label)] == 1 else f"{label} {hp_label(hp)}" for m, label, hp in zip(ok["method"], ok["backbone_label"], ok["hparams"])
-    ]
+    ok = ok.reset_index(drop=True)
+    configs = ok.groupby(["method", "backbone_label"])["hparams"].transform("nunique")
+    labels = {hp: hp_label(hp) for hp in ok.loc[configs > 1, "hparams"].unique()}
+    suffix = ok["hparams"].map(lambda hp: labels.get(hp, "")).astype(str)
+    ok = ok.assign(row=np.where(configs.to_numpy() == 1, ok["backbone_label"].astype(str), ok["backbone_label"].astype(str) + " " + suffix))
+    values = ok["primary_value"].astype(float).to_numpy()
+    columns = {c: ok[c].to_numpy() if c in ok else np.full(len(ok), None) for c in
+               ("backbone", "task_group", "family", "pretrain_method", "pretrain_data", "weights_resolved", "params_m", "gflops",
+                "primary_spec", "primary_metric", "higher_is_better")}
+    spec_cache: dict[tuple, MetricSpec] = {}
     rows = []
-    for (method, task, row), group in ok.groupby(["method", "task", "row"]):
-        values = group["primary_value"].astype(float).to_numpy()
-        lo, hi = bootstrap_ci(values)
-        first = group.iloc[0]
-        spec = spec_of_row(first)
-        rows.append({"method": method, "task": task, "row": row, "mean": float(values.mean()), "ci_low": lo, "ci_high": hi, "n": len(values),
+    indices = ok.groupby(["method", "task", "row"], sort=True).indices
+    for key in sorted(indices):
+        method, task, label = key
+        pos = indices[key]
+        v = values[pos]
+        lo, hi = bootstrap_ci(v)
+        first = pos[0]
+        spec_key = (columns["primary_spec"][first], columns["primary_metric"][first], columns["higher_is_better"][first])
+        spec = spec_cache.get(spec_key)
+        if spec is None:
+            spec = spec_cache[spec_key] = spec_of_row({"primary_spec": spec_key[0], "primary_metric": spec_key[1], "higher_is_better": spec_key[2]})
+        rows.append({"method": method, "task": task, "row": label, "mean": float(v.mean()), "ci_low": lo, "ci_high": hi, "n": len(v),
                      "higher_is_better": spec.higher_is_better,
-                     "backbone": first["backbone"], "task_group": first.get("task_group"), "family": first.get("family"),
-                     "pretrain_method": first.get("pretrain_method"), "pretrain_data": first.get("pretrain_data"),
-                     "weights": first.get("weights_resolved"), "params_m": first.get("params_m"), "gflops": first.get("gflops"),
+                     "backbone": columns["backbone"][first], "task_group": columns["task_group"][first], "family": columns["family"][first],
+                     "pretrain_method": columns["pretrain_method"][first], "pretrain_data": columns["pretrain_data"][first],
+                     "weights": columns["weights_resolved"][first], "params_m": columns["params_m"][first], "gflops": columns["gflops"][first],
                      "metric": spec.name, "direction": spec.direction, "target": spec.target, "fmt": spec.fmt, "metric_label": spec.title()})
     return pd.DataFrame(rows)
 

@@ -55,10 +55,10 @@ def test_finetune_resumes_from_checkpoint_to_the_same_result(tmp_path):
 
     import torch
 
-    uninterrupted, _, curve_full = run(tmp_path / "a.pt")
+    uninterrupted, _, curve_full, _ = run(tmp_path / "a.pt")
     with pytest.raises(Preempted):
         run(tmp_path / "b.pt", preempt_after_first_epoch)
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["epoch"] == 1
-    resumed, _, curve_resumed = run(tmp_path / "b.pt")
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["epoch"] == 1  # plain tensors and containers: loads safely
+    resumed, _, curve_resumed, _ = run(tmp_path / "b.pt")
     assert resumed == uninterrupted
     assert [p["train_loss"] for p in curve_resumed] == pytest.approx([p["train_loss"] for p in curve_full], rel=1e-6)
