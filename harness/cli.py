@@ -227,7 +227,6 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
         for spec in plan.to_run:
             click.echo(f"  would run {spec.id}  {spec.label()}")
         return
-    save_plan(plan)
     record_skipped(plan)
     paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     common = dict(data_root=data_root or grid.data_root, data_paths=paths, cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)
@@ -242,6 +241,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
                             timeout_requeues=timeout_requeues, sbatch=_parse_kv(sbatch_opts, "--sbatch"))
         remember_specs(plan.store, plan.to_run)
         manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, **common)
+        save_plan(plan)  # only once sbatch accepted the array: a refused submission leaves nothing behind
         click.echo(f"submitted SLURM array {manifest['array_job_id']}: {len(manifest['tasks'])} tasks x <= {chunk_size} cells; logs in {plan.store.folder / '.slurm'}")
         if not wait:
             click.echo(f"not waiting; follow with `bob status {plan.store.folder}`")
@@ -254,6 +254,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
         from .executors.worker import run_worker, run_workers
 
         specs = [s.as_dict() for s in plan.to_run]
+        save_plan(plan)
         if workers > 1:
             run_workers(workers, gpus.split(",") if gpus else None, spec_dicts=specs, store_folder=str(plan.store.folder), since=since,
                         device=device, wandb_target=wandb_target, **common)

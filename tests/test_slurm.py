@@ -18,7 +18,8 @@ from harness.store import ResultStore
 from .conftest import BOB, write_grid
 
 TESTS = Path(__file__).resolve().parent
-VOLATILE = {"timing", "environment", "created", "started", "path", "log", "feature_cache", "slurm"}
+VOLATILE = {"timing", "environment", "created", "started", "path", "log", "feature_cache", "slurm", "adaptation"}
+MEASURED = {"peak_memory_mb", "peak_memory_kind", "train_samples_per_s", "train_images_per_s", "latency_ms", "frozen_latency_ms", "latency_vs_frozen"}
 
 
 def slurm_ready() -> str | None:
@@ -71,6 +72,8 @@ def test_24_cell_sweep_on_slurm_matches_local(tmp_path):
     for cell_id, record in slurm_records.items():
         assert record["status"] == "ok" and record["environment"]["slurm_job_id"]
         assert comparable(record) == comparable(local_records[cell_id])
+        counts = {k: v for k, v in record.get("adaptation", {}).items() if k not in MEASURED}  # machine-independent part
+        assert counts == {k: v for k, v in local_records[cell_id].get("adaptation", {}).items() if k not in MEASURED}
         assert Path(record["log"]).is_file()
     again = subprocess.run([*BOB, "sweep", str(grid), "--results", str(tmp_path / "slurm"), "--executor", "slurm"], capture_output=True, text=True)
     assert "nothing to run: all 24 cells already done" in again.stdout
