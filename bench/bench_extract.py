@@ -4,9 +4,8 @@ each accelerator option on its own: channels-last, bf16 autocast, DataLoader wor
 memory, and decoded-image reuse (a second backbone with the same preprocessing)."""
 from __future__ import annotations
 
-import argparse
 
-from common import interleaved_times, write_result
+from common import cli, interleaved_times, write_result
 
 
 def main(quick: bool = False) -> dict:
@@ -60,6 +59,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    main(p.parse_args().quick)
+    cli(main, __doc__)

@@ -4,13 +4,12 @@ above the process's level after the model is built, at 1x and 10x a dataset's si
 for a plain loop that accumulates features in a Python list (the usual script)."""
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from common import REPO, write_result
+from common import REPO, cli, write_result
 
 CHILD = r'''
 import json, sys, tempfile
@@ -81,6 +80,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    main(p.parse_args().quick)
+    cli(main, __doc__)

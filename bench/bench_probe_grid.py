@@ -5,13 +5,12 @@ Target: speed-up >= 10x at equal accuracy (both best val200 accuracies reported)
 vs scikit-learn's LogisticRegression on the same features (accuracy and time)."""
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 
 import numpy as np
 
-from common import write_result
+from common import cli, write_result
 
 
 def main(quick: bool = False) -> dict:
@@ -93,6 +92,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    main(p.parse_args().quick)
+    cli(main, __doc__)

@@ -5,7 +5,6 @@ aggregate`` on them (under 60 s and 4 GiB). Plain baselines in the same run: rea
 file with ``json.load`` (what any status must do), and a pandas groupby mean over the Parquet."""
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -15,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, write_result
+from common import REPO, cli, write_result
 
 TASKS = ["vtab1k/caltech101", "vtab1k/cifar100", "vtab1k/dtd", "vtab1k/oxford_flowers102", "vtab1k/oxford_iiit_pet", "vtab1k/svhn", "vtab1k/sun397",
          "vtab1k/patch_camelyon", "vtab1k/eurosat", "vtab1k/resisc45", "vtab1k/diabetic_retinopathy", "vtab1k/clevr_count", "vtab1k/clevr_distance",
@@ -124,6 +123,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    main(p.parse_args().quick)
+    cli(main, __doc__)

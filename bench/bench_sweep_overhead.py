@@ -5,7 +5,6 @@ SLURM: (wall(N cells) - wall(n cells)) / (N - n), queueing and job start-up incl
 alternative measured in the same run: a Python loop that writes one JSON file per cell."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, write_result
+from common import REPO, cli, write_result
 
 GRID = "name: {name}\nbackbones: [toy:a, toy:b, toy:c]\nmethods: [noop]\ntasks: [toybias]\nseeds: {seeds}\n"
 
@@ -72,6 +71,4 @@ def main(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    main(p.parse_args().quick)
+    cli(main, __doc__)

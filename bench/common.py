@@ -37,24 +37,6 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def write_result(name: str, figures: dict[str, Any], checks: dict[str, bool], summary: str) -> dict[str, Any]:
     """``bench/results/<name>.json`` and a line in SUMMARY.md (replacing the benchmark's old line)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -82,3 +64,12 @@ def interleaved_times(variants: dict[str, Callable[[], Any]], repeats: int = 3) 
             fn()
             samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def cli(main: Callable[[bool], Any], doc: str | None) -> None:
+    """``python bench/bench_<name>.py [--quick]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not the reported figures)")
+    main(p.parse_args().quick)
