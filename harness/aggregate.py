@@ -370,12 +370,14 @@ def _method_long(sub: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str]) -> list[tuple[str, dict[str, str]]]:
+def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], task_specs: dict[str, MetricSpec]) -> list[tuple[str, dict[str, str]]]:
     """Per declared suite: group means, the suite value by its rule, and the plain task mean where
     declared; tasks of no suite get their own columns and a mean. Values of one metric only."""
     means = {(r.row, r.task): r.mean for r in long.itertuples()}
     specs = {r.task: MetricSpec(r.metric or "value", r.direction, None if r.direction != "target" else float(r.target), fmt=r.fmt or ".1f")
              for r in long.drop_duplicates("task").itertuples()}
+    for task in tasks:  # a task no row of this table has: missing here, declared as elsewhere in the frame
+        specs.setdefault(task, task_specs[task])
     z = _zscores(means, specs)
     cols: list[tuple[str, dict[str, str]]] = []
 
@@ -418,14 +420,17 @@ def method_view_markdown(df: pd.DataFrame) -> str:
     if ok.empty:
         return "_no finished cells_\n"
     parts = []
+    from .scores import spec_of_row
+
+    tasks = sorted(ok["task"].dropna().unique())  # every table has the same columns: a task a backbone lacks shows as missing
+    task_specs = {row["task"]: spec_of_row(row) for _, row in ok.drop_duplicates("task").iterrows()}
     for backbone in sorted(ok["backbone_label"].dropna().unique()):
         sub = ok[ok["backbone_label"] == backbone]
         long = _method_long(sub)
         if long.empty:
             continue
         rows = sorted(long["row"].unique())
-        tasks = sorted(long["task"].unique())
-        cols = _summary_columns(long, rows, tasks)
+        cols = _summary_columns(long, rows, tasks, task_specs)
         pct = {}
         for row in rows:
             method = row.split(" ", 1)[0]

@@ -39,8 +39,9 @@ def check_supported(spec: RunSpec) -> str | None:
         return f"method {spec.method} needs an image backbone; {spec.backbone} is a sequence model"
     requires = method_meta.get("backbone_requires") or {}
     if requires.get("architectures"):
-        architecture = BACKBONES.get(spec.backbone).meta.get("architecture") or ""
-        if not architecture.startswith(tuple(requires["architectures"])):
+        from .adapt import architecture_supported
+
+        if not architecture_supported(requires, BACKBONES.get(spec.backbone).meta.get("architecture")):
             return (f"method {spec.method} cannot adapt {spec.backbone}: {requires.get('why', 'unsupported architecture')} "
                     f"(supported: {', '.join(requires['architectures'])}*)")
     return None

@@ -202,3 +202,84 @@ def test_unknown_peft_tuner_and_too_large_rank_are_one_line_errors(tmp_path):
     bad = run_cell(RunSpec("timm:vit_tiny_patch16_224", "peft:ia3", "digits", 0, "random", {"img_size": 32, "epochs": 1, "lr": 1e-3, "config": {"target_modulez": ["qkv"]}}),
                    ResultStore(tmp_path / "s"))
     assert bad["status"] == "failed" and "unknown config key 'target_modulez'" in bad["error"]["message"] and "did you mean" in bad["error"]["message"]
+
+
+# -- every ViT family, every recipe that applies ---------------------------------------------------------------
+FAMILIES = {  # tiny configs of each timm ViT family the registry knows (no weights)
+    "deit_tiny_patch16_224": dict(img_size=32, depth=2),
+    "deit_tiny_distilled_patch16_224": dict(img_size=32, depth=2),
+    "deit3_small_patch16_224": dict(img_size=32, depth=2),
+    "beit_base_patch16_224": dict(img_size=32, depth=2, embed_dim=96, num_heads=2),
+    "flexivit_small": dict(img_size=32, depth=2),
+    "eva02_tiny_patch14_224": dict(img_size=28, depth=2),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(FAMILIES))
+def test_recipes_on_every_vit_family(arch):
+    from harness.adapt import architecture_supported
+
+    kwargs = FAMILIES[arch]
+    size = kwargs["img_size"]
+
+    def make():
+        torch.manual_seed(0)
+        return timm.create_model(arch, num_classes=0, **kwargs)
+
+    ran = []
+    for recipe in BUILTIN:
+        if not architecture_supported(RECIPES[recipe].requires, arch):
+            continue  # skipped at expansion (e.g. VPT on BEiT / EVA), tested above
+        check_recipe(make, recipe, SMALL_HP, size)
+        ran.append(recipe)
+    assert {"lora", "bitfit", "ssf", "partial", "ln_tune", "adapter", "adaptformer"} <= set(ran)
+    assert ("vpt_deep" in ran) == arch.startswith(("deit", "flexivit"))
+
+
+def test_method_view_has_the_vpt_columns_on_vtab_records(tmp_path):
+    import json
+
+    from harness.aggregate import method_view_markdown, records_frame
+    from harness.store import ResultStore
+    from tests.conftest import REPO
+
+    store = ResultStore(tmp_path / "v")
+    for line in (REPO / "tests" / "golden" / "vtab.records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        record["metrics"]["trainable_pct"] = 0.0
+        record["metrics"]["trainable_pct_with_head"] = 0.5
+        store.write(record)
+    md = method_view_markdown(records_frame([store]))
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header == ("| method | VTAB-1k Natural | VTAB-1k Specialized | VTAB-1k Structured | VTAB-1k mean of group means | VTAB-1k mean of 19 tasks "
+                      "| % trainable | % trainable (with head) |")
+    resnet = md.split("`timm:resnet50.a1_in1k`")[1].split("####")[0]
+    linear = next(line for line in resnet.splitlines() if line.startswith("| linear"))
+    cells = [c.strip() for c in linear.split("|")[2:-1]]
+    groups = [float(c) for c in cells[:3]]
+    assert float(cells[3]) == pytest.approx(sum(groups) / 3, abs=0.051) and cells[5:] == ["0.00", "0.50"]
+    convnext = md.split("`timm:convnext_tiny.fb_in1k`")[1].split("####")[0]  # lacks kitti: Structured and the means are missing
+    assert [c.strip() for c in next(line for line in convnext.splitlines() if line.startswith("| linear")).split("|")[2:-1]][2:5] == ["—", "—", "—"]
+
+
+@pytest.mark.slow
+def test_every_method_beats_chance_on_digits_and_the_table_shows_trainable_params(tmp_path):
+    from tests.conftest import run_bob, write_grid
+
+    methods = ["finetune", "partial", "bitfit", "ln_tune", "lora", "adapter", "adaptformer", "vpt_shallow", "vpt_deep", "ssf", "linear"]
+    hp = "\n".join(f"  {m}: {{epochs: 3, batch_size: 64, lr: {0.01 if m.startswith('vpt') else 0.001 if m in ('finetune', 'partial') else 0.005}}}"
+                   for m in methods if m != "linear")
+    grid = write_grid(tmp_path / "p.yaml", f"name: pe\nbackbones: [timm:vit_tiny_patch16_224]\nweights: random\nmethods: [{', '.join(methods)}]\n"
+                                           f"tasks: [digits]\nhparams:\n  all: {{img_size: 32}}\n  linear: {{lr: 0.01, wd: 0.0}}\n{hp}\n")
+    res = run_bob("sweep", str(grid), "--results", "res", "--publish", "pe", timeout=1500)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    from harness.store import ResultStore
+
+    records = {r["method"]: r for r in ResultStore(tmp_path / "res" / "pe").records()}
+    assert set(records) == set(methods)
+    for method, record in records.items():
+        assert record["status"] == "ok" and record["metrics"]["top1"] > 40, (method, record["metrics"])  # chance is 10%
+        assert record["adaptation"]["trainable_params_with_head"] > 0 and "peak_memory_mb" in record["adaptation"]
+    table = (tmp_path / "leaderboards" / "pe" / "methods.md").read_text()
+    assert "| method | digits | % trainable | % trainable (with head) |" in table
+    assert "| finetune | " in table and "| 100.00 | " in table

@@ -50,6 +50,13 @@ def register_recipe(name: str, *, hparams: dict[str, Any] | None = None, require
     return decorator
 
 
+def architecture_supported(requires: dict[str, Any], architecture: str | None) -> bool:
+    """Whether a recipe's declared ``requires`` admits a backbone architecture (static metadata only:
+    decided at grid expansion, never by a crash inside the cell)."""
+    prefixes = requires.get("architectures")
+    return not prefixes or (architecture or "").startswith(tuple(prefixes))
+
+
 def get_recipe(name: str) -> Recipe:
     _load_builtin_recipes()
     if name not in RECIPES:

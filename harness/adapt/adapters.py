@@ -51,10 +51,10 @@ def _add(encoder, hp, parallel: bool, name: str) -> Adaptation:
     trainable = []
     for bname, block in block_list(encoder):
         mlp = getattr(block, "mlp", None)
-        fc1 = getattr(mlp, "fc1", None)
-        if mlp is None or fc1 is None or not hasattr(fc1, "in_features"):
-            raise BobError(f"{name}: block {bname} has no transformer MLP (block.mlp.fc1); adapters need a ViT/Swin-style model")
-        dim = fc1.in_features
+        fc2 = getattr(mlp, "fc2", None)  # the MLP's output projection (plain MLP, GLU and SwiGLU alike): its width is the block's
+        if mlp is None or fc2 is None or not hasattr(fc2, "out_features"):
+            raise BobError(f"{name}: block {bname} has no transformer MLP (block.mlp.fc2); adapters need a ViT/Swin-style model")
+        dim = fc2.out_features
         mlp.bob_adapter = Bottleneck.make(dim, bottleneck, hp.get("activation", "relu" if parallel else "gelu"))
         mlp.bob_adapter_scale = float(hp.get("scale", 0.1))
         mlp.register_forward_hook(_parallel_hook if parallel else _sequential_hook)  # reads the adapter from its module: deepcopy-safe

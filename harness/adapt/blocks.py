@@ -68,3 +68,15 @@ def out_channels(module) -> int | None:
     if shape:
         return int(shape[0]) if len(shape) == 1 else None
     return None
+
+
+def route_fused_qkv_through_module(encoder, names: list[str]) -> None:
+    """timm's BEiT and EVA attention, when q/v biases are separate parameters, compute
+    ``F.linear(x, self.qkv.weight, bias)`` and never call ``self.qkv``: a peft wrapper on qkv would
+    silently do nothing (its factors get no gradient). Their own ``qkv_bias_separate`` switch makes
+    them call ``self.qkv(x)`` and add the bias, the same numbers, so the wrapper runs."""
+    modules = dict(encoder.named_modules())
+    for name in names:
+        parent = modules.get(name.rpartition(".")[0])
+        if name.endswith(".qkv") and parent is not None and hasattr(parent, "qkv_bias_separate") and getattr(parent, "q_bias", None) is not None:
+            parent.qkv_bias_separate = True

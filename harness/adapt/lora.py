@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BobError, did_you_mean
 from . import Adaptation, register_recipe
-from .blocks import block_list
+from .blocks import block_list, route_fused_qkv_through_module
 
 TARGETS = ("auto", "qkv", "attn", "all-linear", "conv")
 # peft tuners that adapt layers of any torch model (prompt-learning tuners need a transformers LM)
@@ -99,6 +99,7 @@ def inject_peft(encoder, tuner: str, config: dict[str, Any], names: list[str]) -
         raise BobError(f"peft:{tuner}: unknown config key '{bad}'{did_you_mean(bad, accepted)}; {cls.__name__} accepts {', '.join(accepted[:25])}") from None
     except ValueError as exc:
         raise BobError(f"peft:{tuner}: {str(exc).splitlines()[0]}") from None
+    route_fused_qkv_through_module(encoder, names)
     try:
         peft.inject_adapter_in_model(peft_config, encoder)
     except (ValueError, TypeError, RuntimeError) as exc:

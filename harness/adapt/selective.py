@@ -24,7 +24,8 @@ def partial(encoder, hp) -> Adaptation:
 
 @register_recipe("bitfit", description="every bias + head (BitFit)")
 def bitfit(encoder, hp) -> Adaptation:
-    names = [n for n, p in encoder.named_parameters() if n.endswith(".bias") or n == "bias"]
+    # ".bias" everywhere, and the separate q/v biases of BEiT / EVA attention (``q_bias``, ``v_bias``)
+    names = [n for n, p in encoder.named_parameters() if n.rpartition(".")[2] == "bias" or n.rpartition(".")[2].endswith("_bias")]
     if not names:
         raise BobError("bitfit: this model has no bias parameters")
     return Adaptation("bitfit", names)

@@ -4,14 +4,15 @@ normalisation op inside the blocks: ``y = gamma * op(x) + beta``.
 Initialised as in the SSF paper (gamma ~ N(1, 0.02), beta ~ N(0, 0.02)). Works on ViTs, Swin,
 ConvNeXt and ResNets: the channel axis is the last one for Linear / LayerNorm outputs and the
 second for conv / BatchNorm / LayerNorm2d outputs. The factors are stored on each op as
-``ssf_scale`` / ``ssf_shift`` and applied by a forward hook (original names untouched). (The
+``ssf_scale`` / ``ssf_shift`` and applied by a forward hook (original names untouched). On BEiT / EVA,
+whose fused qkv has separate q/v biases, the hook scales the projection before that bias is added. (The
 V-PETL benchmark's file named "SSF" implements VPT-shallow; this is SSF.)
 """
 from __future__ import annotations
 
 from ..errors import BobError
 from . import Adaptation, register_recipe
-from .blocks import block_list, channels_first, is_norm, out_channels
+from .blocks import block_list, channels_first, is_norm, out_channels, route_fused_qkv_through_module
 
 
 def _ssf_hook(module, inputs, output):
@@ -29,6 +30,7 @@ def ssf(encoder, hp) -> Adaptation:
     std = float(hp.get("init_std", 0.02))
     trainable = []
     prefixes = tuple(name + "." for name, _ in block_list(encoder))
+    route_fused_qkv_through_module(encoder, [n for n, _ in encoder.named_modules() if n.startswith(prefixes) and n.endswith(".qkv")])
     for name, module in list(encoder.named_modules()):
         if not name.startswith(prefixes) or not (isinstance(module, (nn.Linear, nn.Conv2d)) or is_norm(module)):
             continue
