@@ -210,7 +210,17 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
         "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket")} for r in overall.itertuples()],
         "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()],
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
+        "trainable": trainable_by_method(df),
     }
+
+
+def trainable_by_method(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """% of the backbone's parameters each method trained (head included), per method and backbone row."""
+    column = "metric.trainable_pct_with_head"
+    if df.empty or column not in df:
+        return {}
+    ok = df[(df["status"] == "ok") & df[column].notna()]
+    return {m: {b: round(float(v), 4) for b, v in g.groupby("backbone_label")[column].mean().items()} for m, g in ok.groupby("method")}
 
 
 def leaderboard_html(data: dict) -> str:

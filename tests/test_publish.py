@@ -181,3 +181,32 @@ def test_without_wandb_installed_the_run_goes_on(tmp_path):
     proc = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, cwd=tmp_path, env={**os.environ})
     assert "EXIT 0" in proc.stdout and "ok: top1=" in proc.stdout
     assert "wandb is not installed" in proc.stdout + proc.stderr
+
+
+def test_methods_tab_compares_adaptation_methods_in_headless_chromium(tmp_path):
+    """The published PEFT records (leaderboards/peft/results.parquet holds every full record):
+    the page's Methods tab puts all methods side by side with their % trainable parameters."""
+    from selenium.webdriver.common.by import By
+
+    from harness.leaderboard import publish
+    from harness.store import ResultStore
+    from tests.conftest import REPO
+
+    store = ResultStore(tmp_path / "res" / "peft")
+    for text in pd.read_parquet(REPO / "leaderboards" / "peft" / "results.parquet")["record_json"]:
+        store.write(json.loads(text))
+    board = publish([store], "peft", tmp_path / "boards")
+    driver = _chrome()
+    try:
+        driver.get((board / "index.html").resolve().as_uri())
+        next(b for b in driver.find_elements(By.CSS_SELECTOR, "#tabs button") if b.get_attribute("data-tab") == "methods").click()
+        headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#board thead th")]
+        assert headers[0] == "method · backbone" and headers[-2:] == ["mean", "% trainable (with head)"]
+        rows = [[td.text for td in tr.find_elements(By.CSS_SELECTOR, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")]
+        assert len(rows) == 11 and {r[0].split(" · ")[0] for r in rows} >= {"lora", "vpt_deep", "ssf", "finetune", "linear"}
+        means = [float(r[-2]) for r in rows]
+        assert means == sorted(means, reverse=True)  # best first
+        trainable = {r[0].split(" · ")[0]: float(r[-1]) for r in rows}
+        assert trainable["finetune"] > 100 > trainable["partial"] > trainable["lora"] > trainable["vpt_shallow"] > 0
+    finally:
+        driver.quit()

@@ -22,18 +22,17 @@ from .blocks import block_list
 TRANSFORMER_ARCHS = ("vit_", "deit", "beit", "eva", "flexivit", "swin", "vit")
 
 
-class Bottleneck:  # built lazily so importing this module does not import torch
-    @staticmethod
-    def make(dim: int, bottleneck: int, activation: str):
-        import torch.nn as nn
+def make_bottleneck(dim: int, bottleneck: int, activation: str):
+    """down (Kaiming-uniform, PyTorch's default) -> activation -> up (zero): the identity at init."""
+    import torch.nn as nn
 
-        acts = {"gelu": nn.GELU, "relu": nn.ReLU}
-        if activation not in acts:
-            raise BobError(f"adapter activation {activation!r} is not one of {', '.join(acts)}")
-        module = nn.Sequential(nn.Linear(dim, bottleneck), acts[activation](), nn.Linear(bottleneck, dim))
-        nn.init.zeros_(module[2].weight)
-        nn.init.zeros_(module[2].bias)
-        return module
+    acts = {"gelu": nn.GELU, "relu": nn.ReLU}
+    if activation not in acts:
+        raise BobError(f"adapter activation {activation!r} is not one of {', '.join(acts)}")
+    module = nn.Sequential(nn.Linear(dim, bottleneck), acts[activation](), nn.Linear(bottleneck, dim))
+    nn.init.zeros_(module[2].weight)
+    nn.init.zeros_(module[2].bias)
+    return module
 
 
 def _sequential_hook(mlp, inputs, output):
@@ -55,7 +54,7 @@ def _add(encoder, hp, parallel: bool, name: str) -> Adaptation:
         if mlp is None or fc2 is None or not hasattr(fc2, "out_features"):
             raise BobError(f"{name}: block {bname} has no transformer MLP (block.mlp.fc2); adapters need a ViT/Swin-style model")
         dim = fc2.out_features
-        mlp.bob_adapter = Bottleneck.make(dim, bottleneck, hp.get("activation", "relu" if parallel else "gelu"))
+        mlp.bob_adapter = make_bottleneck(dim, bottleneck, hp.get("activation", "relu" if parallel else "gelu"))
         mlp.bob_adapter_scale = float(hp.get("scale", 0.1))
         mlp.register_forward_hook(_parallel_hook if parallel else _sequential_hook)  # reads the adapter from its module: deepcopy-safe
         trainable += [f"{bname}.mlp.bob_adapter.{p}" for p, _ in mlp.bob_adapter.named_parameters()]

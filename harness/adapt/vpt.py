@@ -25,10 +25,10 @@ VPT_ARCHS = ("vit_", "deit", "flexivit")
 
 
 def _insert_hook(block, args):
-    x = args[0]
-    n, p = block.vpt_prefix, block.vpt_prompt.shape[0]
     import torch
 
+    x = args[0]
+    n, p = block.vpt_prefix, block.vpt_prompt.shape[0]
     prompts = block.vpt_dropout(block.vpt_prompt).unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
     rest = x[:, n + p:] if block.vpt_replace else x[:, n:]  # deep: this block's prompts replace the previous ones
     x = torch.cat([x[:, :n], prompts, rest], dim=1)
