@@ -195,6 +195,8 @@ def test_unknown_peft_tuner_and_too_large_rank_are_one_line_errors(tmp_path):
         METHODS.get("peft:lorra")
     assert "\n" not in str(err.value)
     assert METHODS.get("peft:ia3").meta["kinds"] == ["classification"]
+    with pytest.raises(BobError, match=r"targets='qkvv' is not one of auto, qkv, attn, all-linear, conv \(did you mean qkv\?\)"):
+        METHODS.get("lora").factory().resolve_hparams({"targets": "qkvv"})  # refused at expansion, not in every cell
     record = run_cell(RunSpec("timm:vit_tiny_patch16_224", "lora", "digits", 0, "random", {"img_size": 32, "r": 1000, "epochs": 1, "lr": 1e-3}),
                       ResultStore(tmp_path / "s"))
     assert record["status"] == "failed" and "\n" not in record["error"]["message"]

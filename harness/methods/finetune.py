@@ -237,6 +237,20 @@ class FineTune(Method):
     search_space = {}  # fixed by default (costly); pass search: {lr: [...]} for the VTAB-1k protocol
     metrics = ADAPTATION_METRICS
     recipe: str | None = None  # None: every parameter trains
+    choices = {"optimizer": ("adamw", "sgd"), "amp": ("auto", "off", "bf16"), "targets": ("auto", "qkv", "attn", "all-linear", "conv")}
+
+    def resolve_hparams(self, given):
+        """As ``Method.resolve_hparams``, and values with a fixed set of choices are checked here, at grid
+        expansion, so a typo fails the sweep in one line instead of every cell."""
+        from ..errors import BobError, did_you_mean
+
+        resolved = super().resolve_hparams(given)
+        for key, allowed in self.choices.items():
+            values = given.get(key) if key in given else None
+            for value in (values if isinstance(values, list) else [values] if values is not None else []):
+                if str(value).lower() not in allowed:
+                    raise BobError(f"method '{self.name}': {key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        return resolved
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
         curves, reports = {}, {}
