@@ -15,7 +15,7 @@ import pandas as pd
 
 from .metrics import STANDARD_METRICS, MetricSpec, record_primary_spec, spec_from
 from .spec import canonical_json
-from .store import ResultStore, atomic_write_text
+from .store import ResultStore
 
 MISSING = "—"
 

@@ -5,14 +5,13 @@ A ``BobError`` is printed as one line (``error: ...``) with exit status 2.
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import BobError
-from .values import FLOAT_RE, coerce_numbers, parse_value  # noqa: F401 - re-exported for callers of the old location
+from .values import parse_value
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}

@@ -9,7 +9,7 @@ from .grid import Grid, expand_task_names
 
 
 def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
-    from .registry import BACKBONES, TASKS
+    from .registry import BACKBONES
 
     rows = []
     for name, weights in dict.fromkeys(grid.backbones):
