@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import STANDARD_METRICS, MetricSpec, record_primary_spec, spec_from
+from .scores import task_specs
 from .spec import canonical_json
 from .store import ResultStore
 
@@ -255,8 +256,7 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
     values of different metrics are never averaged (their mean z-score is shown instead)."""
     tasks = [t for _, ts in groups for t in ts]
     stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
-    specs = {r.task: MetricSpec(r.metric or "value", r.direction, None if r.direction != "target" else float(r.target), fmt=r.fmt or ".1f")
-             for r in long.drop_duplicates("task").itertuples()}
+    specs = task_specs(long)
     rows = sorted({r for r, _ in stats})
     notes = []
     show_groups = bool(suite) and (suite.group_columns if suite.group_columns is not None else len(groups) > 1)
@@ -273,7 +273,7 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
             sub = metric_table(df, method, g.metric) if f"metric.{g.metric}" in df else pd.DataFrame(columns=["row", "task", "mean"])
             sub = sub[sub["task"].isin(ts)]
             per = {(r.row, r.task): r.mean for r in sub.itertuples()}
-            shared = _declared(None, g.metric) if sub.empty else MetricSpec(g.metric, sub.iloc[0]["direction"], None if sub.iloc[0]["direction"] != "target" else float(sub.iloc[0]["target"]), fmt=sub.iloc[0]["fmt"])
+            shared = _declared(None, g.metric) if sub.empty else next(iter(task_specs(sub).values()))
             values = {row: _mean_unless_missing([per.get((row, t), float("nan")) for t in ts]) for row in rows}
             group_values.append((g.title, shared, values))
             continue
@@ -357,27 +357,34 @@ def aggregate_markdown(df: pd.DataFrame) -> str:
 
 
 # -- adaptation views (VPT / V-PETL shape) -----------------------------------------------------------
-def _method_long(sub: pd.DataFrame) -> pd.DataFrame:
-    """metric_table for every method of ``sub`` (one backbone), with the method as the row label."""
-    frames = []
-    for method in sorted(sub["method"].dropna().unique()):
-        long = metric_table(sub, method)
-        if long.empty:
-            continue
-        several = long["row"].nunique() > 1  # several settings of one method: keep them apart
-        long = long.assign(row=[f"{method} {r.split(' ', 1)[1]}" if several and " " in r else method for r in long["row"]])
-        frames.append(long)
-    return pd.concat(frames) if frames else pd.DataFrame()
+def ok_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """``cell_stats`` of the ok records with per-task z-scores: what every table of a board reads."""
+    from .scores import cell_stats, zscore_by_task
+
+    stats = cell_stats(df) if not df.empty else pd.DataFrame()
+    return zscore_by_task(stats) if not stats.empty else stats
 
 
-def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], task_specs: dict[str, MetricSpec]) -> list[tuple[str, dict[str, str]]]:
+def trainable_pct(df: pd.DataFrame, column: str = "metric.trainable_pct_with_head") -> dict[str, dict[str, float]]:
+    """% of the backbone's parameters each method trained, per method and backbone label (mean over cells)."""
+    if df.empty or column not in df:
+        return {}
+    ok = df[(df["status"] == "ok") & df[column].notna()]
+    return {m: {b: float(v) for b, v in g.groupby("backbone_label")[column].mean().items()} for m, g in ok.groupby("method")}
+
+
+def _method_rows(stats: pd.DataFrame, backbone: str) -> pd.DataFrame:
+    """The stats of one backbone, with the method as the row label (plus the hyper-parameter
+    suffix ``cell_stats`` gave the row when one method ran several settings on it)."""
+    sub = stats[stats["backbone_label"] == backbone]
+    return sub.assign(row=[m if r == backbone else f"{m} {r[len(backbone) + 1:]}" for m, r in zip(sub["method"], sub["row"])])
+
+
+def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], all_specs: dict[str, MetricSpec]) -> list[tuple[str, dict[str, str]]]:
     """Per declared suite: group means, the suite value by its rule, and the plain task mean where
     declared; tasks of no suite get their own columns and a mean. Values of one metric only."""
     means = {(r.row, r.task): r.mean for r in long.itertuples()}
-    specs = {r.task: MetricSpec(r.metric or "value", r.direction, None if r.direction != "target" else float(r.target), fmt=r.fmt or ".1f")
-             for r in long.drop_duplicates("task").itertuples()}
-    for task in tasks:  # a task no row of this table has: missing here, declared as elsewhere in the frame
-        specs.setdefault(task, task_specs[task])
+    specs = {t: all_specs[t] for t in tasks}  # a task this backbone lacks: missing here, declared as elsewhere
     z = _zscores(means, specs)
     cols: list[tuple[str, dict[str, str]]] = []
 
@@ -412,75 +419,61 @@ def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], task
     return cols
 
 
-def method_view_markdown(df: pd.DataFrame) -> str:
+def method_view_markdown(df: pd.DataFrame, stats: pd.DataFrame | None = None) -> str:
     """Per backbone, rows = methods: suite/group means (VTAB-1k Natural / Specialized / Structured,
     the mean of group means and the plain task mean, both labelled; FGVC mean) and % trainable
     parameters (without and with the head), as the VPT / V-PETL tables report them."""
-    ok = df[df["status"] == "ok"] if not df.empty else df
-    if ok.empty:
+    stats = ok_stats(df) if stats is None else stats
+    if stats.empty:
         return "_no finished cells_\n"
+    tasks = sorted(stats["task"].unique())  # every table has the same columns: a task a backbone lacks shows as missing
+    all_specs = task_specs(stats)
+    pct = {column: trainable_pct(df, column) for column in ("metric.trainable_pct", "metric.trainable_pct_with_head")}
     parts = []
-    from .scores import spec_of_row
-
-    tasks = sorted(ok["task"].dropna().unique())  # every table has the same columns: a task a backbone lacks shows as missing
-    task_specs = {row["task"]: spec_of_row(row) for _, row in ok.drop_duplicates("task").iterrows()}
-    for backbone in sorted(ok["backbone_label"].dropna().unique()):
-        sub = ok[ok["backbone_label"] == backbone]
-        long = _method_long(sub)
-        if long.empty:
-            continue
+    for backbone in sorted(stats["backbone_label"].dropna().unique()):
+        long = _method_rows(stats, backbone)
         rows = sorted(long["row"].unique())
-        cols = _summary_columns(long, rows, tasks, task_specs)
-        pct = {}
-        for row in rows:
-            method = row.split(" ", 1)[0]
-            msub = sub[sub["method"] == method]
-            no_head = msub["metric.trainable_pct"].dropna().mean() if "metric.trainable_pct" in msub else float("nan")
-            with_head = msub["metric.trainable_pct_with_head"].dropna().mean() if "metric.trainable_pct_with_head" in msub else float("nan")
-            pct[row] = (MISSING if pd.isna(no_head) else f"{no_head:.2f}", MISSING if pd.isna(with_head) else f"{with_head:.2f}")
+        cols = _summary_columns(long, rows, tasks, all_specs)
         header = ["method", *[c for c, _ in cols], "% trainable", "% trainable (with head)"]
         lines = [f"#### `{backbone}`", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for row in rows:
-            lines.append("| " + " | ".join([row, *[vals[row] for _, vals in cols], *pct[row]]) + " |")
+            method = row.split(" ", 1)[0]
+            shares = [pct[c].get(method, {}).get(backbone) for c in pct]
+            lines.append("| " + " | ".join([row, *[vals[row] for _, vals in cols], *(MISSING if v is None else f"{v:.2f}" for v in shares)]) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
-def backbone_method_matrix(df: pd.DataFrame) -> str:
+def backbone_method_matrix(df: pd.DataFrame, stats: pd.DataFrame | None = None) -> str:
     """Rows = backbones, columns = methods; a cell is the mean of the method's primary metric over
     the tasks the method ran (shown only when the backbone has all of them; of one metric only,
     else the mean z-score across backbones)."""
-    from .scores import cell_stats, zscore_by_task
-
-    stats = cell_stats(df[df["status"] == "ok"]) if not df.empty else pd.DataFrame()
+    stats = ok_stats(df) if stats is None else stats
     if stats.empty:
         return "_no finished cells_\n"
-    stats = zscore_by_task(stats)
-    stats = stats.assign(label=stats["backbone"].where(~stats["weights"].eq("random-init"), stats["backbone"] + " (random-init)"))
     methods = sorted(stats["method"].unique())
-    backbones = sorted(stats["label"].unique())
-    header = ["backbone", *methods]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(methods)) + "|"]
-    notes = []
+    per_method = {}
     for method in methods:
         sub = stats[stats["method"] == method]
-        specs = {(r.metric, r.direction, r.target if r.direction == "target" else None) for r in sub.itertuples()}
-        notes.append(f"{method}: " + (f"mean {sub['metric'].iloc[0]} over {sub['task'].nunique()} task(s)" if len(specs) == 1 else f"mean z over {sub['task'].nunique()} task(s)"))
-    for b in backbones:
+        uniform = len({(r.metric, r.direction, r.target if r.direction == "target" else None) for r in sub.itertuples()}) == 1
+        per_method[method] = (sub, sub["task"].nunique(), uniform)
+    lines = ["| " + " | ".join(["backbone", *methods]) + " |", "|" + "|".join(["---"] + ["---:"] * len(methods)) + "|"]
+    for backbone in sorted(stats["backbone_label"].unique()):
         cells = []
         for method in methods:
-            sub = stats[(stats["method"] == method)]
-            mine = sub[sub["label"] == b]
-            if mine.empty or mine["task"].nunique() < sub["task"].nunique():
+            sub, n_tasks, uniform = per_method[method]
+            mine = sub[sub["backbone_label"] == backbone]
+            if mine.empty or mine["task"].nunique() < n_tasks:
                 cells.append(MISSING)
-                continue
-            if len({(r.metric, r.direction) for r in sub.itertuples()}) == 1:
+            elif uniform:
                 cells.append(format(mine["mean"].mean(), mine["fmt"].iloc[0] or ".1f"))
             else:
                 cells.append(f"{mine['z'].mean():+.2f}")
-        lines.append("| " + " | ".join([f"`{b}`", *cells]) + " |")
+        lines.append("| " + " | ".join([f"`{backbone}`", *cells]) + " |")
+    notes = [f"{m}: mean {sub['metric'].iloc[0] if uniform else 'z'} over {n} task(s)" for m, (sub, n, uniform) in per_method.items()]
     return "\n".join(lines) + "\n\n_" + "; ".join(notes) + "._\n"
 
 
-def methods_markdown(df: pd.DataFrame) -> str:
-    return ("## Adaptation methods per backbone\n\n" + method_view_markdown(df) + "\n## Backbone x method\n\n" + backbone_method_matrix(df))
+def methods_markdown(df: pd.DataFrame, stats: pd.DataFrame | None = None) -> str:
+    stats = ok_stats(df) if stats is None else stats
+    return ("## Adaptation methods per backbone\n\n" + method_view_markdown(df, stats) + "\n## Backbone x method\n\n" + backbone_method_matrix(df, stats))

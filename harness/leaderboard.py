@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, methods_markdown, records_frame
+from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, methods_markdown, records_frame, trainable_pct
 from .metrics import MetricSpec
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
@@ -210,17 +210,8 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
         "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket")} for r in overall.itertuples()],
         "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()],
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
-        "trainable": trainable_by_method(df),
+        "trainable": {m: {b: round(v, 4) for b, v in per.items()} for m, per in trainable_pct(df).items()},
     }
-
-
-def trainable_by_method(df: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """% of the backbone's parameters each method trained (head included), per method and backbone row."""
-    column = "metric.trainable_pct_with_head"
-    if df.empty or column not in df:
-        return {}
-    ok = df[(df["status"] == "ok") & df[column].notna()]
-    return {m: {b: round(float(v), 4) for b, v in g.groupby("backbone_label")[column].mean().items()} for m, g in ok.groupby("method")}
 
 
 def leaderboard_html(data: dict) -> str:
@@ -233,6 +224,7 @@ def leaderboard_html(data: dict) -> str:
 def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:
     """METHODOLOGY.md, generated from the records and the declarations they carry, so it always
     says how each number was ranked."""
+    from .scores import spec_of_row
     from .suites import suite_of_task
 
     protocols = sorted({json.dumps({k: v for k, v in json.loads(r).get("protocol", {}).items() if k in ("tuned_on", "selected_on", "final_train_split", "reported_on")}, sort_keys=True)
@@ -242,8 +234,6 @@ def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:
     if not df.empty:
         ok = df[df["status"] == "ok"]
         for _, row in ok.drop_duplicates(["task", "primary_metric"]).sort_values("task").iterrows():
-            from .scores import spec_of_row
-
             spec = spec_of_row(row)
             unit = f" [{spec.unit}]" if spec.unit else ""
             metric_lines.append(f"   - `{row['task']}`: **{spec.name}**{unit} ({spec.title()}): {spec.rule_text()}.")
@@ -315,7 +305,7 @@ def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | st
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
     atomic_write_text(out / "leaderboard.csv", stats[csv_columns(stats)].to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
-    atomic_write_text(out / "methods.md", f"# Methods: {name}\n\n" + methods_markdown(df))
+    atomic_write_text(out / "methods.md", f"# Methods: {name}\n\n" + methods_markdown(df, stats))
     if not stats.empty:
         atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))
         write_plots(stats, overall, out)

@@ -69,6 +69,7 @@ def filter_backbones(df: pd.DataFrame, family: str | None = None, pretrain: str 
 LEGACY_COLUMNS = ["method", "task", "row", "mean", "ci_low", "ci_high", "n", "higher_is_better", "backbone", "task_group", "family",
                   "pretrain_method", "pretrain_data", "weights", "params_m", "gflops"]
 SPEC_COLUMNS = ["metric", "direction", "target", "fmt", "metric_label"]
+EXTRA_COLUMNS = ["backbone_label"]  # the row's backbone with its weights label, without a hyper-parameter suffix
 
 
 def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.DataFrame:
@@ -81,7 +82,7 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
     which gives exactly the numbers of a fresh ``default_rng(0)`` per group."""
     ok = df[df["status"] == "ok"] if "status" in df else df.iloc[0:0]
     if ok.empty:
-        return pd.DataFrame(columns=[*LEGACY_COLUMNS, *SPEC_COLUMNS])
+        return pd.DataFrame(columns=[*LEGACY_COLUMNS, *SPEC_COLUMNS, *EXTRA_COLUMNS])
     ok = ok.reset_index(drop=True)
     configs = ok.groupby(["method", "backbone_label"])["hparams"].transform("nunique")
     labels = {hp: hp_label(hp) for hp in ok.loc[configs > 1, "hparams"].unique()}
@@ -89,7 +90,7 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
     ok = ok.assign(row=np.where(configs.to_numpy() == 1, ok["backbone_label"].astype(str), ok["backbone_label"].astype(str) + " " + suffix))
     values = ok["primary_value"].astype(float).to_numpy()
     columns = {c: ok[c].to_numpy() if c in ok else np.full(len(ok), None) for c in
-               ("backbone", "task_group", "family", "pretrain_method", "pretrain_data", "weights_resolved", "params_m", "gflops",
+               ("backbone", "backbone_label", "task_group", "family", "pretrain_method", "pretrain_data", "weights_resolved", "params_m", "gflops",
                 "primary_spec", "primary_metric", "higher_is_better")}
     spec_cache: dict[tuple, MetricSpec] = {}
     rows = []
@@ -109,7 +110,8 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
                      "backbone": columns["backbone"][first], "task_group": columns["task_group"][first], "family": columns["family"][first],
                      "pretrain_method": columns["pretrain_method"][first], "pretrain_data": columns["pretrain_data"][first],
                      "weights": columns["weights_resolved"][first], "params_m": columns["params_m"][first], "gflops": columns["gflops"][first],
-                     "metric": spec.name, "direction": spec.direction, "target": spec.target, "fmt": spec.fmt, "metric_label": spec.title()})
+                     "metric": spec.name, "direction": spec.direction, "target": spec.target, "fmt": spec.fmt, "metric_label": spec.title(),
+                     "backbone_label": columns["backbone_label"][first]})
     return pd.DataFrame(rows)
 
 
@@ -121,13 +123,23 @@ def spec_of_row(row) -> MetricSpec:
     return MetricSpec(row.get("primary_metric") or "value", "higher" if bool(row.get("higher_is_better", True)) else "lower")
 
 
+def spec_from_columns(metric, direction, target, fmt) -> MetricSpec:
+    """A MetricSpec from the declaration columns of a stats row (``SPEC_COLUMNS``)."""
+    return MetricSpec(metric or "value", direction, None if direction != "target" else float(target), fmt=fmt or ".1f")
+
+
+def task_specs(stats: pd.DataFrame) -> dict[str, MetricSpec]:
+    """Each task's primary-metric declaration, from a stats / metric_table frame."""
+    return {r.task: spec_from_columns(r.metric, r.direction, r.target, r.fmt) for r in stats.drop_duplicates("task").itertuples()}
+
+
 def spec_of_stats(stats: pd.DataFrame) -> pd.Series:
     """Per stats row, its MetricSpec (rebuilt from the declaration columns)."""
     if "direction" not in stats:
         return pd.Series([MetricSpec("value", "higher" if h else "lower") for h in stats.get("higher_is_better", pd.Series(True, index=stats.index))],
                          index=stats.index)
-    return pd.Series([MetricSpec(m or "value", d, None if d != "target" else float(t), fmt=f or ".1f") for m, d, t, f in
-                      zip(stats["metric"], stats["direction"], stats["target"], stats["fmt"])], index=stats.index)
+    return pd.Series([spec_from_columns(m, d, t, f) for m, d, t, f in zip(stats["metric"], stats["direction"], stats["target"], stats["fmt"])],
+                     index=stats.index)
 
 
 def goodness(stats: pd.DataFrame, column: str = "mean") -> pd.Series:

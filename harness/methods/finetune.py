@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+from ..adapt.lora import TARGETS as LORA_TARGETS
 from ..errors import NonFiniteLossError
 from ..registry import register_method
 from ..spec import canonical_json
@@ -73,6 +74,10 @@ def load_checkpoint(path: Path, device: str = "cpu", log=print) -> dict | None:
         return None
 
 
+OPTIMIZERS = ("adamw", "sgd")
+AMP_MODES = ("auto", "off", "bf16")
+
+
 def amp_dtype_for(device: str, amp) -> "object | None":
     """``amp``: auto (bf16 autocast on CUDA, off on CPU where it does not pay), off or bf16. (fp16 is
     not offered: it needs loss scaling, and bf16 trains without it on every GPU bob targets.)"""
@@ -81,8 +86,8 @@ def amp_dtype_for(device: str, amp) -> "object | None":
     from ..errors import BobError
 
     amp = str(amp).lower()
-    if amp not in ("auto", "off", "bf16"):
-        raise BobError(f"amp={amp!r} is not one of auto, off, bf16")
+    if amp not in AMP_MODES:
+        raise BobError(f"amp={amp!r} is not one of {', '.join(AMP_MODES)}")
     if amp == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else None
     return {"off": None, "bf16": torch.bfloat16}[amp]
@@ -100,7 +105,7 @@ def make_optimizer(params, hp: dict):
         return torch.optim.AdamW(params, lr=float(hp["lr"]), weight_decay=float(hp["wd"]))
     if name == "sgd":
         return torch.optim.SGD(params, lr=float(hp["lr"]), weight_decay=float(hp["wd"]), momentum=0.9)
-    raise BobError(f"optimizer={name!r} is not one of adamw, sgd")
+    raise BobError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None, recipe: str | None = None):
@@ -237,7 +242,7 @@ class FineTune(Method):
     search_space = {}  # fixed by default (costly); pass search: {lr: [...]} for the VTAB-1k protocol
     metrics = ADAPTATION_METRICS
     recipe: str | None = None  # None: every parameter trains
-    choices = {"optimizer": ("adamw", "sgd"), "amp": ("auto", "off", "bf16"), "targets": ("auto", "qkv", "attn", "all-linear", "conv")}
+    choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "targets": LORA_TARGETS}
 
     def resolve_hparams(self, given):
         """As ``Method.resolve_hparams``, and values with a fixed set of choices are checked here, at grid
