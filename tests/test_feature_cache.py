@@ -73,3 +73,27 @@ def test_in_cell_search_of_eight_settings_runs_backbone_once_per_split(tmp_path,
     assert protocol["final_train_split"] == "train800val200" and protocol["reported_on"] == "test"
     best = max(protocol["candidates"], key=lambda c: c["val200_top1"])
     assert protocol["selected"] == {"lr": best["lr"], "wd": best["wd"]}
+
+
+def test_accelerator_defaults_are_on_for_cuda_and_off_for_cpu():
+    """Issue 14: bf16 autocast, channels-last, workers with pinned memory and decoded-image reuse by
+    default on CUDA (extraction), bf16 AMP by default on CUDA (training); none of them on CPU, where
+    they change numbers or do not pay. Checked without a GPU: these are the defaults the cells get."""
+    from harness.features import ExtractOptions, FeatureCache
+    from harness.methods.finetune import amp_dtype_for
+
+    cuda, cpu = ExtractOptions.auto("cuda:0"), ExtractOptions.auto("cpu")
+    assert (cuda.precision, cuda.channels_last, cuda.pin_memory, cuda.reuse_decoded) == ("bf16", True, True, True) and cuda.workers >= 1
+    assert (cpu.precision, cpu.channels_last, cpu.workers, cpu.pin_memory, cpu.reuse_decoded) == ("fp32", False, 0, False, False)
+    assert amp_dtype_for("cuda", "auto") == torch.bfloat16 and amp_dtype_for("cpu", "auto") is None and amp_dtype_for("cuda", "off") is None
+
+    class _Backbone:  # reduced precision is part of the cache key; fp32 keys are unchanged
+        cache_key = "b"
+
+        class preprocess:
+            @staticmethod
+            def as_dict():
+                return {"img_size": 32}
+
+    fp32, bf16 = FeatureCache.key(_Backbone, "t", "test", [], cpu), FeatureCache.key(_Backbone, "t", "test", [], cuda)
+    assert "precision" not in fp32 and bf16["precision"] == "bf16" and FeatureCache(None).path(fp32) is None
