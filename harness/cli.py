@@ -47,10 +47,12 @@ def main():
 @click.argument("what", type=click.Choice(["backbones", "methods", "tasks", "suites"]))
 @click.option("--family", help="backbones: cnn, vit, swin, convnext, hiera ...")
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
+@click.option("--source", help="backbones: timm, openclip, scratch, baseline")
+@click.option("--data", "pretrain_data", help="backbones: pre-training data (substring: LAION-2B, ImageNet-21k ...)")
 @click.option("--kind", help="tasks/methods: classification, detection, icl_regression, lm_probe")
 @click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
 @click.option("--suite", help="tasks: vtab1k, fgvc")
-def list_cmd(what, family, pretrain, kind, group, suite):
+def list_cmd(what, family, pretrain, source, pretrain_data, kind, group, suite):
     """List registered backbones, methods or tasks (filterable)."""
     from .registry import BACKBONES, METHODS, TASKS
 
@@ -63,10 +65,12 @@ def list_cmd(what, family, pretrain, kind, group, suite):
              "params_m": e.meta.get("params_m"), "gflops": e.meta.get("gflops")}
             for e in BACKBONES.entries()
             if (family is None or (e.meta.get("family") or "").lower() == family.lower()) and has(e.meta.get("pretrain_method"), pretrain)
+            and (source is None or (e.meta.get("source") or "").lower() == source.lower()) and has(e.meta.get("pretrain_data"), pretrain_data)
         ]
         click.echo(format_table(rows, ["name", "family", "pretraining", "data", "params_m", "gflops"]))
         for p in BACKBONES.prefixes():
-            click.echo(f"\nalso: {p.help}")
+            if source is None or p.prefix == source:
+                click.echo(f"\nalso: {p.help}")
     elif what == "methods":
         rows = [
             {"name": e.name, "kinds": ",".join(e.meta.get("kinds", [])), "frozen": "yes" if e.meta.get("frozen_backbone") else "no",

@@ -15,12 +15,15 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.finetune",
     "harness.methods.adapt_methods",
     "harness.methods.icl",
+    "harness.methods.zeroshot",
     "backbones.timm_backbones",
     "backbones.sequence",
+    "backbones.openclip",
     "tasks.builtin",
     "tasks.folder",
     "tasks.suites",
     "tasks.icl",
+    "tasks.retrieval",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

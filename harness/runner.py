@@ -38,6 +38,9 @@ def check_supported(spec: RunSpec) -> str | None:
     if not sources and backbone_source in ("baseline", "scratch"):
         return f"method {spec.method} needs an image backbone; {spec.backbone} is a sequence model"
     requires = method_meta.get("backbone_requires") or {}
+    missing = [c for c in requires.get("capabilities", ()) if c not in (BACKBONES.get(spec.backbone).meta.get("capabilities") or ["image"])]
+    if missing:
+        return f"method {spec.method} cannot run on {spec.backbone}: {requires.get('why', 'it needs a ' + '/'.join(missing) + ' tower')}"
     if requires.get("architectures"):
         from .adapt import architecture_supported
 

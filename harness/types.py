@@ -13,7 +13,8 @@ CLASSIFICATION = "classification"
 DETECTION = "detection"
 ICL_REGRESSION = "icl_regression"
 LM_PROBE = "lm_probe"
-TASK_KINDS = (CLASSIFICATION, DETECTION, ICL_REGRESSION, LM_PROBE)
+RETRIEVAL = "retrieval"
+TASK_KINDS = (CLASSIFICATION, DETECTION, ICL_REGRESSION, LM_PROBE, RETRIEVAL)
 
 
 @dataclass
@@ -104,6 +105,20 @@ class Backbone:
 
 
 @dataclass
+class VisionLanguageBackbone(Backbone):
+    """An image tower (``model``, the same contract as any image backbone) plus its text tower.
+
+    ``text_encoder()`` returns ``encode(texts: list[str]) -> (N, D) numpy array`` of *unnormalised*
+    text embeddings in the image embedding space; building it may raise a one-line BobError (a
+    tokenizer that needs a download). ``text_identity`` names the tokenizer and text tower for the
+    text-embedding cache key (the weights are already in ``cache_key``).
+    """
+
+    text_encoder: Callable[[], Callable[[list], Any]] | None = None
+    text_identity: str = ""
+
+
+@dataclass
 class Task:
     """A classification task (other kinds subclass this in their plugin modules).
 
@@ -123,6 +138,8 @@ class Task:
     union_splits: dict[str, Sequence[str]] = field(default_factory=dict)
     hflip_ok: bool = True
     source: str = ""
+    # () -> (class names in label order, prompt templates with "{c}", where they came from); None: no names known
+    class_text: Callable[[], tuple[list[str], list[str], str]] | None = None
 
     def load(self, split: str):
         if split not in self.loaders:

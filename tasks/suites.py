@@ -245,6 +245,9 @@ def check_task_data(task_id: str, data_root: str | None, override: str | None = 
 
 
 # -- registration -------------------------------------------------------------------------------
+from .class_names import class_text_for, has_class_names  # noqa: E402 - light (yaml only, read on first use)
+
+
 def make_suite_task(task_id: str, data_root: str | None = None, overrides: dict | None = None) -> Task:
     from harness.data import ImageClassificationDataset
 
@@ -267,6 +270,7 @@ def make_suite_task(task_id: str, data_root: str | None = None, overrides: dict 
         union_splits={k: tuple(v) for k, v in cfg.get("union", {}).items()},
         hflip_ok=cfg.get("hflip_ok", True),
         source=check.location or "",
+        class_text=class_text_for(task_id, check.location if cfg["layout"] == "vpt_json" and not str(check.location).startswith("hf:") else None, t["classes"]),
     )
 
 
@@ -332,6 +336,7 @@ def _register(suite: str) -> None:
             num_classes=t["classes"],
             metric=cfg["metric"],
             description=f"{cfg['description'].split(':')[0]} {t['name']} ({t['group']})",
+            class_names=has_class_names(task_id),
         )
     groups = [{"name": g, "title": GROUP_TITLES.get(g, g.capitalize()), "tasks": [f"{suite}/{t['name']}" for t in cfg["tasks"] if t["group"] == g]}
               for g in cfg["group_order"]]
