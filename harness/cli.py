@@ -353,11 +353,15 @@ def aggregate(sweeps, results_root, fmt, family, pretrain, pretrain_data, min_pa
 @click.option("--results", "results_root", default="results", show_default=True)
 @click.option("--out", "out_root", default="leaderboards", show_default=True)
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="also log a summary run with the leaderboard table and plots")
-def publish(sweeps, name, results_root, out_root, wandb_target):
+@click.option("--family", help="only backbones of this family (cnn, vit, ...)")
+@click.option("--pretrain", help="only this pre-training method (substring: supervised, vision-language, random ...)")
+@click.option("--data", "pretrain_data", help="only this pre-training data (substring: LAION-2B, ImageNet-21k ...)")
+def publish(sweeps, name, results_root, out_root, wandb_target, family, pretrain, pretrain_data):
     """Write leaderboards/NAME/: index.html, leaderboard.md/.csv, results.parquet, table.tex, plots, METHODOLOGY.md."""
     from .leaderboard import publish_frame
 
-    out = publish_frame(list(sweeps), name, out_root, results_root=results_root, wandb_project=wandb_target)
+    filters = {k: v for k, v in {"family": family, "pretrain": pretrain, "data": pretrain_data}.items() if v}
+    out = publish_frame(list(sweeps), name, out_root, results_root=results_root, wandb_project=wandb_target, filters=filters)
     click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
 
 

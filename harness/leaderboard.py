@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, methods_markdown, records_frame, trainable_pct
+from .errors import BobError
 from .metrics import MetricSpec
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
 from .store import ResultStore, atomic_write_text
@@ -287,15 +288,23 @@ def publish(stores: list[ResultStore], name: str, out_root: Path | str = "leader
 
 
 def publish_frame(sweeps: list[str], name: str, out_root: Path | str = "leaderboards", results_root: str | Path = "results",
-                  wandb_project: str | None = None) -> Path:
-    """``bob publish``: sweeps given as names, folders or compacted Parquet files (see ``aggregate.frame_for``)."""
+                  wandb_project: str | None = None, filters: dict[str, str] | None = None) -> Path:
+    """``bob publish``: sweeps given as names, folders or compacted Parquet files (see ``aggregate.frame_for``).
+    ``filters`` (family / pretrain / data substrings) keep only the matching backbones; z-scores and
+    ranks are then computed among those backbones, and METHODOLOGY.md says so."""
     from .aggregate import frame_for
+    from .scores import filter_backbones
 
     df, names = frame_for(sweeps, results_root, with_json=True)
-    return _publish(df, names, name, out_root, wandb_project)
+    if filters:
+        df = filter_backbones(df, **filters)
+        if df.empty:
+            raise BobError("no records match " + ", ".join(f"--{k} {v}" for k, v in filters.items()) + "; `bob aggregate` shows the backbones' metadata")
+    return _publish(df, names, name, out_root, wandb_project, filters)
 
 
-def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | str, wandb_project: str | None) -> Path:
+def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | str, wandb_project: str | None,
+             filters: dict[str, str] | None = None) -> Path:
     out = Path(out_root) / name
     out.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -304,7 +313,9 @@ def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | st
     overall = overall_scores(stats)
     atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
     atomic_write_text(out / "leaderboard.csv", stats[csv_columns(stats)].to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps))
+    note = ("\n## Backbones shown\nOnly backbones matching " + ", ".join(f"{k} ~ '{v}'" for k, v in filters.items())
+            + "; z-scores and ranks are computed among them.\n") if filters else ""
+    atomic_write_text(out / "METHODOLOGY.md", methodology(df, sweeps) + note)
     atomic_write_text(out / "methods.md", f"# Methods: {name}\n\n" + methods_markdown(df, stats))
     if not stats.empty:
         atomic_write_text(out / "table.tex", leaderboard_tex(stats, overall))

@@ -19,6 +19,8 @@ def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
         try:
             backbone = entry.factory(weights="pretrained" if weights == "auto" else weights)
             backbone.model  # builds: downloads into the Hugging Face / torch hub cache if needed
+            if getattr(backbone, "text_encoder", None) is not None:
+                backbone.text_encoder()  # a Hugging Face tokenizer (SigLIP...) is fetched into the cache too
             rows.append({"item": name, "kind": "weights", "status": "cached", "detail": backbone.meta.get("weights_file") or "hub cache"})
         except BobError as exc:
             rows.append({"item": name, "kind": "weights", "status": "missing", "detail": str(exc)[:160]})

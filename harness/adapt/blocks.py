@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import BobError
 
-FINAL_NORM_NAMES = ("norm", "fc_norm", "head.norm", "head_norm", "norm_pre")
+FINAL_NORM_NAMES = ("norm", "fc_norm", "head.norm", "head_norm", "norm_pre", "ln_post", "trunk.norm", "trunk.fc_norm")
 
 
 def block_list(model) -> list[tuple[str, object]]:
@@ -17,6 +17,12 @@ def block_list(model) -> list[tuple[str, object]]:
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks):
         return [(f"blocks.{i}", b) for i, b in enumerate(blocks)]
+    resblocks = getattr(getattr(model, "transformer", None), "resblocks", None)  # open_clip's own VisionTransformer
+    if isinstance(resblocks, (nn.Sequential, nn.ModuleList)) and len(resblocks):
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(resblocks)]
+    trunk = getattr(model, "trunk", None)  # open_clip's TimmModel tower wraps a timm model
+    if trunk is not None and trunk is not model:
+        return [(f"trunk.{name}", b) for name, b in block_list(trunk)]
     for container in ("layers", "stages"):
         stages = getattr(model, container, None)
         if isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages):

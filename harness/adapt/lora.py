@@ -33,8 +33,11 @@ def target_modules(encoder, targets: str) -> list[str]:
     prefixes = tuple(name + "." for name, _ in block_list(encoder))
     inside = [(n, m) for n, m in encoder.named_modules() if n.startswith(prefixes)]
     linear = [(n, m) for n, m in inside if isinstance(m, nn.Linear)]
+    # nn.MultiheadAttention (open_clip's own towers) holds the fused q/k/v input projection as a raw
+    # parameter, not an nn.Linear; peft's LoRA wraps the module itself (its in_proj, the qkv analogue)
+    mha = [n for n, m in inside if isinstance(m, nn.MultiheadAttention)]
     picks = {
-        "qkv": [n for n, _ in linear if n.endswith(".qkv")],
+        "qkv": [n for n, _ in linear if n.endswith(".qkv")] or mha,
         "attn": [n for n, _ in linear if re.search(r"\.attn\.(qkv|q|k|v|q_proj|k_proj|v_proj|proj)$", n)],
         "all-linear": [n for n, _ in linear],
         "conv": [n for n, m in inside if isinstance(m, nn.Conv2d) and m.groups == 1],  # depthwise convs have no useful low-rank update
