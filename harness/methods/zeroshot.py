@@ -156,6 +156,8 @@ class ZeroShot(Method):
         return MethodResult(metrics, "top1", protocol)
 
     def _retrieval(self, backbone, task, hparams, ctx, split: str) -> MethodResult:
+        from ..features import split_features
+
         image_emb, image_ids = split_features(backbone, task, split, ctx, hparams["batch_size"])
         texts, caption_image = task.captions(split)
         text_emb = text_embeddings(backbone, texts, ctx, hparams, "captions")
