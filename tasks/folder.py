@@ -22,6 +22,7 @@ def load_folder_task(name: str, data_root=None) -> Task:
     if not folder.is_dir():
         raise BobError(f"task {name}: data folder {folder} does not exist; check the path (train800.txt-style lists or train/ and test/ image folders)")
     lists = {s: folder / f"{s}.txt" for s in LIST_SPLITS if (folder / f"{s}.txt").is_file()}
+    names = None  # class folders name their classes (zero-shot prompts); list files do not
     if lists:
         parsed = {split: read_list_file(path, folder) for split, path in lists.items()}
         num_classes = 1 + max(s.label for samples in parsed.values() for s in samples)
@@ -35,6 +36,7 @@ def load_folder_task(name: str, data_root=None) -> Task:
         if not splits:
             raise BobError(f"task {name}: {folder} has neither list files ({', '.join(s + '.txt' for s in LIST_SPLITS)}) nor train/ and test/ image folders")
         num_classes = len(classes)
+        names = [c.replace("_", " ") for c in classes]
     train = "train800val200" if "train800val200" in splits else "train"
     if train not in splits or "test" not in splits:
         raise BobError(f"task {name}: {folder} needs a training split ({train}) and a test split; found {', '.join(sorted(splits))}")
@@ -49,6 +51,7 @@ def load_folder_task(name: str, data_root=None) -> Task:
         final_splits=(train, "test"),
         union_splits={"train800val200": ("train800", "val200")} if tune == ("train800", "val200") else {},
         source=str(folder),
+        class_text=(lambda: (names, ["a photo of a {c}."], f"class folder names under {folder}")) if names else None,
     )
 
 

@@ -18,7 +18,7 @@ from harness.spec import RunSpec
 from harness.store import ResultStore
 
 from .conftest import run_bob, write_grid
-from .fixtures import COLOURS, colour_image, make_list_file_dataset, make_vpt_fgvc
+from .fixtures import COLOURS, colour_image, make_image_folder_dataset, make_list_file_dataset, make_vpt_fgvc
 
 SMALL = "openclip:ViT-S-32"  # 22.6 M-parameter image tower, bundled tokenizer; no pretrained tag
 COLOUR_NAMES = ["red", "green", "blue"]
@@ -237,6 +237,10 @@ def test_task_without_class_names_refuses_zeroshot_and_names_can_be_given(tmp_pa
                  "--set", "img_size=32", "--set", f"classnames={names}", "--set", "templates=a {c} square.")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok: top1=" in ok.stdout
+    folders = make_image_folder_dataset(tmp_path / "folders")  # class folders red/green/blue name the classes
+    record = run_cell(RunSpec(SMALL, "zeroshot", f"folder:{folders}", 0, "random", {"img_size": 32}), None)
+    assert record["status"] == "ok", record["error"]
+    assert record["protocol"]["class_names_source"].startswith("class folder names")
 
 
 def test_zeroshot_on_an_image_only_backbone_is_skipped_at_expansion(tmp_path):
