@@ -298,3 +298,41 @@ hparams:
     assert "Only backbones matching" in (tmp_path / "boards" / "vl-only" / "METHODOLOGY.md").read_text()
     none = run_bob("publish", "vl", "--name", "x", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "boards"), "--data", "LAION-2B")
     assert none.returncode != 0 and "no records match --data LAION-2B" in none.stderr
+
+
+def test_pretrained_tag_loads_from_the_local_hugging_face_cache(tmp_path):
+    """The real download path of `pretrained` / `auto`, served from a hub cache laid out as
+    huggingface_hub writes it: open_clip's own file name in the pair's hub repo."""
+    import os
+    import subprocess
+    import sys
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hub" / "models--timm--PE-Core-T-16-384"
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    torch.manual_seed(5)
+    weights_file = repo / "snapshots" / "0123abcd" / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model("PE-Core-T-16-384", pretrained=None).state_dict().items()}, str(weights_file))
+    reference = open_clip.create_model("PE-Core-T-16-384", pretrained=str(weights_file), force_image_size=32)  # open_clip's own resize
+    code = (
+        "import json, torch\n"
+        "from harness.registry import BACKBONES\n"
+        "bb = BACKBONES.get('openclip:PE-Core-T-16-384/meta').factory(weights='auto', img_size=32)\n"
+        "torch.manual_seed(0); x = torch.randn(2, 3, 32, 32)\n"
+        "with torch.no_grad(): f = bb.model(x)\n"
+        "print(json.dumps({'weights': bb.meta['weights'], 'data': bb.meta['pretrain_data'], 'sum': float(f.sum()), 'key': bb.cache_key}))\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = float(reference.encode_image(x).sum())
+    assert got["weights"] == "pretrained" and got["data"] == "MetaCLIP (PE)" and got["key"] == "openclip:PE-Core-T-16-384/meta|pretrained:PE-Core-T-16-384/meta"
+    assert got["sum"] == pytest.approx(expected, rel=1e-4, abs=1e-4)
