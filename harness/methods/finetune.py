@@ -108,6 +108,74 @@ def make_optimizer(params, hp: dict):
     raise BobError(f"optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
+def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkpoint: Path | None, steps_per_epoch: int, *,
+        desc: str, set_train_mode, metric_prefix: str = "train") -> tuple[list[dict], int, float, str]:
+    """The one training loop every trained method runs (classification fine-tuning and its PEFT
+    recipes, detection): warmup + cosine learning rate per step, optional bf16 autocast and
+    ``torch.compile``, gradient clipping, a non-finite-loss stop, an atomic checkpoint after every
+    epoch and resume from it with the saved RNG state (a requeued job ends with the same weights).
+
+    ``make_loader(epoch, generator)`` yields batches; ``loss_of(batch, forward) -> (loss, n_images)``
+    is the method's loss. Returns (curve, images seen, fit seconds, AMP label)."""
+    import torch
+
+    from ..progress import progress
+
+    device = ctx.device
+    epochs = int(hp["epochs"])
+    total = epochs * steps_per_epoch
+    warmup = int(round(float(hp["warmup_epochs"]) * steps_per_epoch))
+    start_epoch, curve = 0, []
+    state = load_checkpoint(checkpoint, device, ctx.log) if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, curve = state["epoch"], state["curve"]
+        ctx.log(f"resumed {metric_prefix} fit from {checkpoint} at epoch {start_epoch}/{epochs}")
+
+    amp_dtype = amp_dtype_for(device, hp.get("amp", "auto"))
+    autocast = torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    forward = torch.compile(model) if hp.get("compile") else model  # optional: pays off for long fits on a GPU
+    amp_label = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off"
+    step = start_epoch * steps_per_epoch
+    images_seen = 0
+    t0 = time.perf_counter()
+    for epoch in progress(range(start_epoch, epochs), desc=desc, total=epochs - start_epoch):
+        set_train_mode()
+        order_gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)  # epoch order independent of resume
+        total_loss, count = 0.0, 0
+        for batch in make_loader(epoch, order_gen):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]))
+            with autocast:
+                loss, n = loss_of(batch, forward)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1} step {step} (lr={hp['lr']}); lower the learning rate or add warmup"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if hp.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(trainable, float(hp["grad_clip"]))
+            opt.step()
+            step += 1
+            images_seen += n
+            total_loss += loss.detach().item() * n
+            count += n
+        curve.append({"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "lr": opt.param_groups[0]["lr"]})
+        if checkpoint is not None:
+            _atomic_torch_save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "curve": curve},
+                checkpoint,
+            )
+        if ctx.on_metrics:
+            ctx.on_metrics({f"{metric_prefix}/loss": curve[-1]["train_loss"], "lr": curve[-1]["lr"]}, epoch + 1)
+    fit_s = time.perf_counter() - t0
+    ctx.add_time("fit", fit_s)
+    return curve, images_seen, fit_s, amp_label
+
+
 def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None, recipe: str | None = None):
     """Fine-tune a fresh copy of the backbone on ``train_split`` (adapted by ``recipe`` when given:
     only the recipe's parameters and the head train); top-1 on ``eval_split``.
@@ -120,7 +188,6 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
 
     from ..adapt import apply_recipe, train_mode
     from ..adapt.accounting import latency_ms, parameter_report, peak_memory_mb, reset_peak_memory
-    from ..progress import progress
 
     device = ctx.device
     torch.manual_seed(ctx.seed)
@@ -143,63 +210,22 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     eval_ds = task.load(eval_split).with_transform(backbone.preprocess.eval_transform())
     bs = int(hp["batch_size"])
     steps_per_epoch = max(1, math.ceil(len(train_ds) / bs))
-    epochs = int(hp["epochs"])
-    total = epochs * steps_per_epoch
-    warmup = int(round(float(hp["warmup_epochs"]) * steps_per_epoch))
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(trainable, hp)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
-    start_epoch, curve = 0, []
-    state = load_checkpoint(checkpoint, device, ctx.log) if checkpoint is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, curve = state["epoch"], state["curve"]
-        ctx.log(f"resumed {train_split} fit from {checkpoint} at epoch {start_epoch}/{epochs}")
-
-    amp_dtype = amp_dtype_for(device, hp.get("amp", "auto"))
-    autocast = torch.autocast(device_type=str(device).split(":")[0], dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-    forward = torch.compile(model) if hp.get("compile") else model  # optional: pays off for long fits on a GPU
-    report["amp"] = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off"
-    step = start_epoch * steps_per_epoch
     reset_peak_memory(device)
-    images_seen = 0
-    t0 = time.perf_counter()
-    for epoch in progress(range(start_epoch, epochs), desc=f"{recipe or 'finetune'} {train_split}", total=epochs - start_epoch):
-        train_mode(model, adapted=adaptation is not None)
-        order_gen = torch.Generator().manual_seed(ctx.seed * 100003 + epoch)  # epoch order independent of resume
-        loader = DataLoader(train_ds, batch_size=bs, shuffle=True, generator=order_gen, num_workers=0, drop_last=False)
-        total_loss, count = 0.0, 0
-        for images, labels in loader:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]))
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with autocast:
-                loss = loss_fn(forward(images), labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"fine-tune loss became {loss.item()} at epoch {epoch + 1} step {step} (lr={hp['lr']}); lower the learning rate or add warmup"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(trainable, float(hp["grad_clip"]))
-            opt.step()
-            step += 1
-            images_seen += len(labels)
-            total_loss += loss.detach().item() * len(labels)
-            count += len(labels)
-        curve.append({"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "lr": opt.param_groups[0]["lr"]})
-        if checkpoint is not None:
-            _atomic_torch_save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "curve": curve},
-                checkpoint,
-            )
-        if ctx.on_metrics:
-            ctx.on_metrics({f"{train_split}/loss": curve[-1]["train_loss"], "lr": curve[-1]["lr"]}, epoch + 1)
-    fit_s = time.perf_counter() - t0
-    ctx.add_time("fit", fit_s)
+    def make_loader(epoch: int, generator):
+        return DataLoader(train_ds, batch_size=bs, shuffle=True, generator=generator, num_workers=0, drop_last=False)
+
+    def loss_of(batch, forward):
+        images, labels = batch
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return loss_fn(forward(images), labels), len(labels)
+
+    curve, images_seen, fit_s, report["amp"] = fit(
+        model, trainable, opt, make_loader, loss_of, hp, ctx, checkpoint, steps_per_epoch,
+        desc=f"{recipe or 'finetune'} {train_split}", set_train_mode=lambda: train_mode(model, adapted=adaptation is not None),
+        metric_prefix=train_split)
     report["peak_memory_mb"], report["peak_memory_kind"] = peak_memory_mb(device)
     report["train_images_per_s"] = round(images_seen / fit_s, 2) if images_seen and fit_s > 0 else None
 
