@@ -16,6 +16,7 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.adapt_methods",
     "harness.methods.icl",
     "harness.methods.zeroshot",
+    "harness.methods.detector",
     "backbones.timm_backbones",
     "backbones.sequence",
     "backbones.openclip",
@@ -24,6 +25,8 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.suites",
     "tasks.icl",
     "tasks.retrieval",
+    "tasks.lvis",
+    "tasks.detection_shapes",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

@@ -162,6 +162,8 @@ def run_cell(
         )
         if result.adaptation:
             record["adaptation"] = result.adaptation
+        if result.artifacts and store is not None:  # beside the record, written before it: a record never names a missing file
+            record["artifacts"] = {name: str(store.write_artifact(spec.id, name, value)) for name, value in result.artifacts.items()}
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})
         record["backbone_meta"] = _public_meta(backbone)
         if checkpoint_dir is not None:  # finished: the resume points are no longer needed

@@ -40,6 +40,16 @@ class ResultStore:
         atomic_write_json(path, record)
         return path
 
+    def artifact_path(self, cell_id: str, name: str) -> Path:
+        """``<sweep>/artifacts/<cell id>/<name>``: outside the record glob, next to the record."""
+        return self.folder / "artifacts" / cell_id / name
+
+    def write_artifact(self, cell_id: str, name: str, value: Any) -> Path:
+        path = self.artifact_path(cell_id, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(value, separators=(",", ":"), allow_nan=True, default=str))  # compact: detections run to millions
+        return path
+
     def read(self, cell_id: str) -> dict[str, Any] | None:
         path = self.path_for(cell_id)
         try:

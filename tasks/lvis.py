@@ -239,3 +239,153 @@ def _quiet_logger():
     logger = logging.getLogger("bob.lvis")
     logger.setLevel(logging.WARNING)
     return logger
+
+
+# -- tasks -----------------------------------------------------------------------------------------
+from dataclasses import dataclass, field  # noqa: E402
+
+from harness.registry import TASKS, Entry  # noqa: E402
+from harness.suites import register_suite  # noqa: E402
+from harness.types import DETECTION, Task  # noqa: E402
+
+DETECTION_METRICS = {
+    **{k: {"direction": "higher", "fmt": ".3f", "label": f"box {k} (official evaluator)"} for k in LVIS_METRICS},
+    **{f"fixed_{k}": {"direction": "higher", "fmt": ".3f", "label": f"fixed {k} (Dave et al.: top 10k per category, no per-image cap)"} for k in LVIS_METRICS},
+    "AR@300": {"direction": "higher", "fmt": ".3f", "label": "average recall, 300 detections per image"},
+    "AR@100": {"direction": "higher", "fmt": ".3f", "label": "average recall, 100 detections per image"},
+}
+
+
+@dataclass
+class DetectionSplit:
+    gt: dict  # the checked annotation json
+    images: dict  # image id -> Path
+
+
+@dataclass
+class DetectionTask(Task):
+    """A detection set: per split, the official annotation json and the image files. Category ids
+    map to labels 1..C in sorted id order (0 is background). ``evaluate`` is the official scorer."""
+
+    protocol: str = "lvis"  # lvis | coco
+    split_data: dict = field(default_factory=dict)
+    categories: list = field(default_factory=list)  # sorted by id
+
+    def split(self, name: str) -> DetectionSplit:
+        if name not in self.split_data:
+            raise BobError(f"task {self.name} has no '{name}' split (splits: {', '.join(self.split_data)}); "
+                           "a set given as one json is evaluation-only: add ?train=<train json> for methods that train")
+        return self.split_data[name]
+
+    @property
+    def category_ids(self) -> list[int]:
+        return [c["id"] for c in self.categories]
+
+    def novel_category_ids(self) -> list[int]:
+        return open_vocabulary_split({"categories": self.categories})[1]
+
+    def evaluate(self, split: str, detections: list[dict], iou_type: str = "bbox") -> dict[str, float | None]:
+        """Box metrics (and fixed AP for LVIS sets); ``iou_type='segm'`` scores the masks."""
+        gt = self.split(split).gt
+        if self.protocol == "coco":
+            return evaluate_coco(gt, detections, iou_type)
+        if iou_type == "segm":
+            return evaluate_lvis(gt, detections, "segm")
+        return {**evaluate_lvis(gt, detections), **fixed_ap(gt, detections)}
+
+
+def load_detection_task(name: str, protocol: str, splits: dict[str, tuple[Path, Path]], group: str) -> DetectionTask:
+    """``splits``: split -> (annotation json, image folder); 'val' is reported, 'train' trains."""
+    data = {}
+    for split, (ann, image_dir) in splits.items():
+        gt = load_detection_json(ann, protocol)
+        data[split] = DetectionSplit(gt, image_paths(gt, image_dir, str(ann)))
+    categories = sorted(next(iter(data.values())).gt["categories"], key=lambda c: c["id"])
+    for split, d in data.items():
+        if sorted(c["id"] for c in d.gt["categories"]) != [c["id"] for c in categories]:
+            raise BobError(f"task {name}: the '{split}' annotations list other categories than the others; use one category set")
+    return DetectionTask(
+        name=name, kind=DETECTION, group=group, num_classes=len(categories), loaders={}, metric="AP", tune_splits=None,
+        final_splits=("train" if "train" in data else "val", "val"), hflip_ok=True, source=str(splits.get("val", ("", ""))[0]),
+        protocol=protocol, split_data=data, categories=categories,
+        class_text=lambda: ([c["name"].replace("_", " ") for c in categories], ["a photo of a {c}."], f"{protocol} category names"),
+    )
+
+
+OFFICIAL_SETS = {  # task id -> (protocol, folder names under the data root, {split: (annotation json, image folder)})
+    "lvis": ("lvis", ("lvis", "LVIS", "coco"), {"train": ("lvis_v1_train.json", "train2017"), "val": ("lvis_v1_val.json", "val2017")}),
+    "lvis/minival": ("lvis", ("lvis", "LVIS", "coco"), {"train": ("lvis_v1_train.json", "train2017"), "val": ("lvis_v1_minival.json", "val2017")}),
+    "coco": ("coco", ("coco", "COCO"), {"train": ("annotations/instances_train2017.json", "train2017"), "val": ("annotations/instances_val2017.json", "val2017")}),
+}
+
+
+def _official_factory(task_id: str):
+    protocol, folders, files = OFFICIAL_SETS[task_id]
+
+    def make(data_root=None, overrides: dict | None = None, **_) -> DetectionTask:
+        import os
+
+        override = (overrides or {}).get(task_id)
+        if override:
+            return _from_spec(task_id, protocol, override, "detection")
+        root = data_root or os.environ.get("BOB_DATA")
+        for folder in ([Path(root) / f for f in folders] if root else []):
+            if (folder / files["val"][0]).is_file():
+                splits = {s: (folder / ann, _image_folder(folder, images)) for s, (ann, images) in files.items() if (folder / ann).is_file()}
+                return load_detection_task(task_id, protocol, splits, "detection")
+        looked = ", ".join(str(Path(root) / f / files["val"][0]) for f in folders) if root else "no data root given (--data-root or BOB_DATA)"
+        raise BobError(f"task {task_id}: data not found (looked for {looked}); put the official json and images there, "
+                       f"or pass --data-path {task_id}=<val json>@<image folder>[?train=<train json>]")
+
+    return make
+
+
+def _image_folder(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder.parent / "coco" / name, folder / "images" / name):
+        if candidate.is_dir():
+            return candidate
+    return folder / name
+
+
+def _from_spec(name: str, protocol: str, spec: str, group: str) -> DetectionTask:
+    """``<val json>@<image folder>[?train=<train json>[@<train image folder>]]``."""
+    main, _, query = spec.partition("?")
+    ann, sep, images = main.partition("@")
+    image_dir = Path(images).expanduser() if sep else Path(ann).expanduser().parent
+    splits = {"val": (Path(ann).expanduser(), image_dir)}
+    if query:
+        key, _, value = query.partition("=")
+        if key != "train" or not value:
+            raise BobError(f"task {name}: unknown option {query!r}; the only option is ?train=<train json>[@<image folder>]")
+        t_ann, t_sep, t_images = value.partition("@")
+        splits["train"] = (Path(t_ann).expanduser(), Path(t_images).expanduser() if t_sep else image_dir)
+    if not image_dir.is_dir():
+        raise BobError(f"task {name}: image folder {image_dir} does not exist; write {protocol}:<annotation json>@<image folder>")
+    return load_detection_task(name, protocol, splits, f"{group}/local" if group == "detection" else group)
+
+
+def _prefix_resolver(protocol: str):
+    def resolve(name: str) -> Entry:
+        spec = name.split(":", 1)[1]
+        if not spec:
+            raise BobError(f"task '{protocol}:' needs a path: {protocol}:<annotation json>@<image folder>[?train=<train json>]")
+        return Entry(name, lambda data_root=None, **_: _from_spec(name, protocol, spec, "detection"),
+                     {"kind": DETECTION, "group": "detection/local", "metrics": DETECTION_METRICS, "class_names": True})
+
+    return resolve
+
+
+_DESCRIPTIONS = {"lvis": "LVIS v1 val (1203 categories, federated; APr = rare / novel)", "lvis/minival": "LVIS v1 minival (5k images)",
+                 "coco": "MS-COCO 2017 val (80 categories)"}
+for _task_id in OFFICIAL_SETS:
+    TASKS.add(_task_id, _official_factory(_task_id), kind=DETECTION, group="detection", suite="detection", metric="AP",
+              metrics=DETECTION_METRICS, class_names=True, description=_DESCRIPTIONS[_task_id])
+TASKS.add_prefix("lvis", _prefix_resolver("lvis"), "lvis:<annotation json>@<image folder>[?train=<train json>] reads a local LVIS-format set")
+TASKS.add_prefix("coco", _prefix_resolver("coco"), "coco:<annotation json>@<image folder>[?train=<train json>] reads a local COCO-format set")
+
+register_suite(
+    "detection", title="Detection", rule="mean_of_tasks", group_columns=True,
+    caption="Detection (box AP, official evaluators: lvis for LVIS-format sets, pycocotools for COCO; APr = rare categories)",
+    groups=[{"name": "lvis", "title": "LVIS", "tasks": ["lvis", "lvis/minival"]}, {"name": "coco", "title": "COCO", "tasks": ["coco"]},
+            {"name": "shapes", "title": "Shapes (generated)", "tasks": ["lvis/shapes"]}],
+)

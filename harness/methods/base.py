@@ -21,6 +21,7 @@ class MethodResult:
     protocol: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, list] = field(default_factory=dict)
     adaptation: dict[str, Any] = field(default_factory=dict)  # trainable/extra params, peak memory, throughput, latency
+    artifacts: dict[str, Any] = field(default_factory=dict)  # file name -> JSON value, written beside the record (e.g. detections)
 
 
 class Method:

@@ -38,9 +38,12 @@ class _MemoisedDataset:
         return self._items[i]
 
 
-def _lr_at(step: int, total: int, warmup: int, base_lr: float) -> float:
+def _lr_at(step: int, total: int, warmup: int, base_lr: float, milestones: list[int] | None = None) -> float:
+    """Linear warmup, then cosine decay to 0, or (``milestones``: steps) x0.1 at each milestone."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
+    if milestones is not None:
+        return base_lr * 0.1 ** sum(step >= m for m in milestones)
     progress = (step - warmup) / max(1, total - warmup)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -125,6 +128,9 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
     epochs = int(hp["epochs"])
     total = epochs * steps_per_epoch
     warmup = int(round(float(hp["warmup_epochs"]) * steps_per_epoch))
+    milestones = None
+    if str(hp.get("schedule", "cosine")) == "step":  # detection's "1x": x0.1 at the given epochs (default 2/3 and 8/9 of training)
+        milestones = [int(round(float(e) * steps_per_epoch)) for e in (hp.get("steps") or [epochs * 2 / 3, epochs * 8 / 9])]
     start_epoch, curve = 0, []
     state = load_checkpoint(checkpoint, device, ctx.log) if checkpoint is not None else None
     if state is not None:
@@ -147,7 +153,7 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
         total_loss, count = 0.0, 0
         for batch in make_loader(epoch, order_gen):
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]))
+                group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]), milestones)
             with autocast:
                 loss, n = loss_of(batch, forward)
             if not torch.isfinite(loss):
@@ -248,6 +254,18 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     return float(np.float64(correct) / max(seen, 1) * 100.0), seen, curve, report
 
 
+def check_choices(method: str, given: dict, choices: dict) -> None:
+    """Values with a fixed set of choices are checked at grid expansion (``resolve_hparams``), so a
+    typo fails the sweep in one line instead of every cell."""
+    from ..errors import BobError, did_you_mean
+
+    for key, allowed in choices.items():
+        values = given.get(key) if key in given else None
+        for value in (values if isinstance(values, list) else [values] if values is not None else []):
+            if str(value).lower() not in allowed:
+                raise BobError(f"method '{method}': {key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+
+
 # Deterministic bookkeeping every adaptation record carries in ``metrics`` (declared so tables rank
 # them right). Measurements that depend on the machine (throughput, peak memory, latency) stay in
 # the record's ``adaptation`` block: a cell's metrics are the same wherever it ran.
@@ -271,16 +289,8 @@ class FineTune(Method):
     choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "targets": LORA_TARGETS}
 
     def resolve_hparams(self, given):
-        """As ``Method.resolve_hparams``, and values with a fixed set of choices are checked here, at grid
-        expansion, so a typo fails the sweep in one line instead of every cell."""
-        from ..errors import BobError, did_you_mean
-
         resolved = super().resolve_hparams(given)
-        for key, allowed in self.choices.items():
-            values = given.get(key) if key in given else None
-            for value in (values if isinstance(values, list) else [values] if values is not None else []):
-                if str(value).lower() not in allowed:
-                    raise BobError(f"method '{self.name}': {key}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        check_choices(self.name, given, self.choices)
         return resolved
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
