@@ -254,7 +254,7 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
     A group value is shown only when the row has every task of the group that this table holds;
     a group declared with ``metric`` averages that metric (e.g. APr) instead of the primary one;
     values of different metrics are never averaged (their mean z-score is shown instead)."""
-    tasks = [t for _, ts in groups for t in ts]
+    tasks = list(dict.fromkeys(t for _, ts in groups for t in ts))  # a task may sit in several groups (one per metric)
     stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
     specs = task_specs(long)
     rows = sorted({r for r, _ in stats})
@@ -404,7 +404,8 @@ def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], all_
             continue
         if len(suite.groups) > 1:
             for g, ts in groups:
-                column(f"{suite.title} {g.title}", ts)
+                if not g.metric:  # a sub-metric group (e.g. APr) needs the full records: shown in the suite tables only
+                    column(f"{suite.title} {g.title}", ts)
         if suite.rule == "mean_of_group_means" and len(groups) > 1:
             group_vals = {}
             for row in rows:

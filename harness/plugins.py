@@ -20,6 +20,7 @@ BUILTIN_PLUGIN_MODULES = (
     "backbones.timm_backbones",
     "backbones.sequence",
     "backbones.openclip",
+    "backbones.hf_owl",
     "tasks.builtin",
     "tasks.folder",
     "tasks.suites",

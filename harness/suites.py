@@ -49,7 +49,7 @@ class SuiteSpec:
 
     @property
     def tasks(self) -> list[str]:
-        return [t for g in self.groups for t in g.tasks]
+        return list(dict.fromkeys(t for g in self.groups for t in g.tasks))  # a task may sit in several groups (one per metric)
 
     def group_of(self, task: str) -> GroupSpec | None:
         return next((g for g in self.groups if task in g.tasks), None)

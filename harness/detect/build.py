@@ -11,7 +11,7 @@ from torch import nn
 
 from .pyramid import PyramidBackbone
 
-FREEZE_CHOICES = ("all", "none")  # and "stages:<k>"
+from . import FREEZE_CHOICES  # noqa: F401 - re-exported
 
 
 def apply_freeze(encoder: nn.Module, freeze: str) -> list[str]:

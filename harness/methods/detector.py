@@ -20,8 +20,8 @@ from ..errors import BobError
 from ..registry import register_method
 from ..spec import canonical_json
 from ..types import DETECTION
+from ..detect import FREEZE_CHOICES
 from .base import Method, MethodResult
-from ..detect.build import FREEZE_CHOICES
 from .finetune import AMP_MODES, OPTIMIZERS, check_choices, fit, make_optimizer
 
 SCHEDULES = ("cosine", "step")
@@ -159,6 +159,7 @@ class Detector(Method):
                 "score_threshold": 0.001, "schedule": "cosine", "steps": None}
     search_space = {}
     choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "schedule": SCHEDULES}
+    backbone_sources = ("timm", "openclip")  # backbones with forward_intermediates (the pyramid reads them)
     metrics = {}
     open_vocabulary = False
 
@@ -186,11 +187,11 @@ class Detector(Method):
         category_ids = task.category_ids
         label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
         category_of = {i + 1: cid for i, cid in enumerate(category_ids)}
-        predictor, trained_categories = self.classifier(backbone, task, hparams, ctx)
+        make_predictor, trained_categories = self.classifier(backbone, task, hparams, ctx)
         encoder = copy.deepcopy(backbone.model)
         backbone_params = sum(p.numel() for p in encoder.parameters())
         trainable_encoder = apply_freeze(encoder, hparams["freeze"])
-        model = build_detector(encoder, backbone.preprocess, len(category_ids), hparams, predictor)
+        model = build_detector(encoder, backbone.preprocess, len(category_ids), hparams, make_predictor)
         train_ds = DetectionDataset(task.split(train_split), label_of, bool(hparams["masks"]), bool(hparams["augment"]), trained_categories)
         checkpoint = None
         if ctx.checkpoint_dir is not None:
@@ -221,3 +222,110 @@ class Detector(Method):
 
 
 register_method(Detector)
+
+
+def category_text_embeddings(backbone, task, hp: dict, ctx) -> "np.ndarray":
+    """One embedding per category (sorted id order): its name in every template, encoded, each
+    normalised, averaged and renormalised (the CLIP recipe of ``zeroshot``); cached like image features."""
+    from .zeroshot import class_embeddings, fill_templates, resolve_class_text, text_embeddings
+
+    names, templates, _ = resolve_class_text(task, hp)
+    prompts = fill_templates(names, templates)
+    return class_embeddings(text_embeddings(backbone, prompts, ctx, hp, "detection-categories"), len(names), len(templates))
+
+
+class OVDetector(Detector):
+    """ViLD-text: the box classifier is the text embeddings of the category names (from the
+    backbone's own text tower) plus a learned background; trained on the base categories only
+    (the LVIS rare ones are novel: their boxes are removed from training), scored on all."""
+
+    name = "ov_detector"
+    description = "open-vocabulary detector (ViLD-text): box features vs text embeddings of category names; trained on base, scored on all"
+    defaults = {**Detector.defaults, "temperature": 0.01, "classnames": None, "templates": None, "tokenizer": None, "text_batch_size": 256}
+    backbone_requires = {"capabilities": ["text"], "why": "ov_detector classifies boxes with the text tower's embeddings of the category names (an openclip:... backbone)"}
+    open_vocabulary = True
+
+    def classifier(self, backbone, task, hp, ctx):
+        import torch
+
+        from ..detect.heads import TextEmbeddingPredictor
+
+        if getattr(backbone, "text_encoder", None) is None:
+            raise BobError(f"ov_detector needs a backbone with a text tower; {backbone.name} has none")
+        embeddings = torch.from_numpy(category_text_embeddings(backbone, task, hp, ctx)).float()
+        novel = set(task.novel_category_ids())
+        base = [cid for cid in task.category_ids if cid not in novel]
+        if not base:
+            raise BobError(f"task {task.name}: every category is rare (novel); nothing to train the open-vocabulary detector on")
+        mask = torch.tensor([cid not in novel for cid in task.category_ids])
+        temperature = float(hp["temperature"])
+        return (lambda in_features: TextEmbeddingPredictor(in_features, embeddings, mask, temperature)), set(base)
+
+
+register_method(OVDetector)
+
+
+def scenic_top_k(boxes, scores, k: int):
+    """The OWL-ViT (scenic) LVIS protocol: the top ``k`` (box, class) pairs over all boxes x classes of
+    an image, not the argmax class per box. Returns [(box index, class index, score)]."""
+    import numpy as np
+
+    flat = scores.reshape(-1)
+    k = min(k, flat.size)
+    top = np.argpartition(-flat, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+    top = top[np.argsort(-flat[top], kind="stable")]
+    n_classes = scores.shape[1]
+    return [(int(i // n_classes), int(i % n_classes), float(flat[i])) for i in top]
+
+
+class OVZeroShot(Method):
+    """Zero-shot open-vocabulary detection with a pretrained open-vocabulary detector (OWL-ViT, OWLv2):
+    category names -> text queries, no training; scored by the task's official evaluator."""
+
+    name = "ov_zeroshot"
+    kinds = (DETECTION,)
+    description = "zero-shot open-vocabulary detection (OWL-ViT / OWLv2, scenic protocol: top 300 box x class pairs per image)"
+    defaults = {"detections_per_image": 300, "batch_size": 8, "classnames": None, "templates": None, "tokenizer": None, "text_batch_size": 256}
+    search_space = {}
+    backbone_requires = {"capabilities": ["open-vocabulary-detection"], "why": "ov_zeroshot needs an open-vocabulary detector backbone (hf-owl:...)"}
+
+    def run(self, backbone, task, hparams, ctx) -> MethodResult:
+        import numpy as np
+        from PIL import Image
+
+        from ..progress import progress
+
+        split_name = task.final_splits[1]
+        split = task.split(split_name)
+        encode, detect = backbone.open_vocabulary_detector(hparams.get("tokenizer"))
+        backbone.text_encoder = lambda tokenizer_path=None: encode  # the cached text path of zeroshot
+        queries = category_text_embeddings(backbone, task, hparams, ctx)
+        category_ids = task.category_ids
+        k = int(hparams["detections_per_image"])
+        bs = max(1, int(hparams["batch_size"]))
+        detections = []
+        t0 = time.perf_counter()
+        images = split.gt["images"]
+        for start in progress(range(0, len(images), bs), desc="ov_zeroshot", total=math.ceil(len(images) / bs)):
+            infos = images[start:start + bs]
+            pil = []
+            for info in infos:
+                with Image.open(split.images[info["id"]]) as im:
+                    pil.append(im.convert("RGB"))
+            for info, (boxes, scores) in zip(infos, detect(pil, queries, ctx.device)):
+                for b, c, score in scenic_top_k(boxes, np.asarray(scores), k):
+                    x1, y1, x2, y2 = (float(v) for v in boxes[b])
+                    if x2 - x1 <= 0 or y2 - y1 <= 0:
+                        continue
+                    detections.append({"image_id": int(info["id"]), "category_id": int(category_ids[c]),
+                                       "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)], "score": round(score, 6)})
+        metrics = {k_: v for k_, v in task.evaluate(split_name, detections).items() if v is not None}
+        metrics["n_detections"] = len(detections)
+        metrics["n_images"] = len(images)
+        ctx.add_time("eval", time.perf_counter() - t0)
+        protocol = {"reported_on": split_name, "selected_on": None, "selected": {}, "note": "zero-shot: no training, no selection",
+                    "protocol": f"scenic: top {k} (box, class) pairs per image", "evaluator": task.protocol}
+        return MethodResult(metrics, "AP", protocol, artifacts={"detections.json": detections})
+
+
+register_method(OVZeroShot)
