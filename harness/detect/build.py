@@ -62,5 +62,8 @@ def build_detector(encoder: nn.Module, preprocess, num_classes: int, hp: dict, m
         box_batch_size_per_image=int(hp.get("rois_per_image", 512)),
     )
     if hp.get("masks"):
-        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=MultiScaleRoIAlign(names, 14, 2), **kwargs)
+        from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=MultiScaleRoIAlign(names, 14, 2),
+                        mask_head=MaskRCNNHeads(backbone.out_channels, (256,) * 4, 1), mask_predictor=MaskRCNNPredictor(256, 256, num_classes + 1), **kwargs)
     return FasterRCNN(backbone, num_classes=None, **kwargs)

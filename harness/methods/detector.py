@@ -68,11 +68,14 @@ class DetectionDataset:
 
 
 def _masks(anns: list, height: int, width: int):
+    import warnings
+
     import numpy as np
     import torch
     from pycocotools import mask as mask_utils
 
     out = []
+    warnings.filterwarnings("ignore", message=".*__array__ implementation doesn't accept a copy keyword.*")  # pycocotools vs numpy 2
     for a in anns:
         seg = a.get("segmentation")
         if isinstance(seg, list) and seg:
@@ -314,9 +317,7 @@ class OVZeroShot(Method):
                     pil.append(im.convert("RGB"))
             for info, (boxes, scores) in zip(infos, detect(pil, queries, ctx.device)):
                 for b, c, score in scenic_top_k(boxes, np.asarray(scores), k):
-                    x1, y1, x2, y2 = (float(v) for v in boxes[b])
-                    if x2 - x1 <= 0 or y2 - y1 <= 0:
-                        continue
+                    x1, y1, x2, y2 = (float(v) for v in boxes[b])  # kept even when degenerate: the protocol ranks, it does not filter
                     detections.append({"image_id": int(info["id"]), "category_id": int(category_ids[c]),
                                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)], "score": round(score, 6)})
         metrics = {k_: v for k_, v in task.evaluate(split_name, detections).items() if v is not None}
