@@ -126,7 +126,7 @@ def make_tokenizer(model: str, context_length: int | None = None, path: str | No
 
 def load_openclip_backbone(name: str, weights: str = "pretrained", seed: int = 0, img_size: int | None = None) -> VisionLanguageBackbone:
     """Resolve weights, preprocessing and cache identity now; build the CLIP model on first use."""
-    from .weights import file_digest
+    from .weights import WeightsSource, resolve_weights
 
     validate_name(name)
     model_name, tag = split_name(name)
@@ -134,43 +134,17 @@ def load_openclip_backbone(name: str, weights: str = "pretrained", seed: int = 0
     preprocess, native = _preprocess(model_name, tag, img_size)
     meta.update({"native_img_size": native, "params_m": None, "gflops": None})
 
-    pretrained_arg: str | None = None
-    if weights in ("pretrained", "auto"):
+    def locate():
         if not tag:
-            if weights == "pretrained":
-                raise BobError(f"openclip:{name} names no pretrained tag; use openclip:{name}/<tag> (`bob list backbones --source openclip`), "
-                               "--weights random, or --weights PATH")
-            resolved, meta["weights_note"] = "random-init", "auto: no pretrained tag given; random init"
-        else:
-            source = _pretrained_source(model_name, tag)
-            if source.kind == "none":
-                if weights == "pretrained":
-                    raise BobError(
-                        f"pretrained weights for openclip:{name} are unavailable: {source.reason}; on a machine with internet run "
-                        f"`bob prefetch` or `python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"` "
-                        "to fill the cache, or pass --weights PATH, --weights random or --weights auto")
-                resolved, meta["weights_note"] = "random-init", f"auto: {source.reason}; fell back to random init"
-            else:
-                resolved, pretrained_arg = "pretrained", (source.file or tag)
-    elif weights == "random":
-        resolved = "random-init"
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise BobError(f"--weights {weights}: no such file; give pretrained, random, auto or the path of an open_clip checkpoint (.pt/.bin/.safetensors)")
-        resolved, pretrained_arg = "pretrained", str(path.resolve())
-        meta["weights_file"] = pretrained_arg
-        meta["weights_sha256"] = file_digest(path)
-        meta["pretrain_method"] = "vision-language (local checkpoint)" if tag else "local checkpoint"
+            return WeightsSource("none", reason=f"openclip:{name} names no pretrained tag (use openclip:{name}/<tag>, see `bob list backbones --source openclip`)")
+        return _pretrained_source(model_name, tag)
 
-    meta["weights"] = resolved
-    if resolved == "random-init":
-        meta["pretrain_method"], meta["pretrain_data"] = "random", "none"
-        weights_id = f"random-init:seed{seed}"
-    elif "weights_sha256" in meta:
-        weights_id = f"file:{meta['weights_sha256'][:16]}"
-    else:
-        weights_id = f"pretrained:{name}"
+    chosen = resolve_weights(weights, seed, f"openclip:{name}", meta, locate,
+                             f"`python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"`" if tag else "a tagged name",
+                             "an open_clip .pt/.bin/.safetensors checkpoint")
+    meta.update(chosen.meta)
+    weights_id = chosen.weights_id
+    pretrained_arg = chosen.file or (tag if chosen.resolved == "pretrained" else None)  # a tag without a file: open_clip downloads
 
     @functools.lru_cache(maxsize=1)
     def full_model():

@@ -145,7 +145,7 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
     """Resolve weights, preprocessing and cache identity now; build the nn.Module on first use."""
     from timm.models import get_pretrained_cfg
 
-    from .weights import file_digest, locate_pretrained
+    from .weights import locate_pretrained, resolve_weights
 
     validate_timm_name(name)
     cfg = get_pretrained_cfg(name) or get_pretrained_cfg(name.partition(".")[0])
@@ -158,38 +158,10 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
     create_kwargs: dict[str, Any] = {"num_classes": 0}
     if size != native and cfg.get("fixed_input_size"):
         create_kwargs["img_size"] = size
-    file = None
-    if weights in ("pretrained", "auto"):
-        source = locate_pretrained(cfg.get("hf_hub_id"), cfg.get("url"))
-        if source.kind == "none":
-            if weights == "pretrained":
-                raise BobError(
-                    f"pretrained weights for timm:{name} are unavailable: {source.reason}; on a machine with internet run "
-                    f"`bob prefetch` or `python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` to fill the cache, "
-                    f"or pass --weights PATH (a .safetensors/.pth file), --weights random or --weights auto"
-                )
-            resolved, meta["weights_note"] = "random-init", f"auto: {source.reason}; fell back to random init"
-        else:
-            resolved, file = "pretrained", source.file
-    elif weights == "random":
-        resolved = "random-init"
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise BobError(f"--weights {weights}: no such file; give pretrained, random, auto or the path of a .safetensors/.pth checkpoint")
-        resolved, file = "pretrained", str(path.resolve())
-        meta["weights_file"] = file
-        meta["weights_sha256"] = file_digest(path)
-        meta["pretrain_method"] = meta["pretrain_method"] + " (local checkpoint)" if meta["pretrained_tag"] else "local checkpoint"
-
-    meta["weights"] = resolved
-    if resolved == "random-init":
-        meta["pretrain_method"], meta["pretrain_data"] = "random", "none"
-        weights_id = f"random-init:seed{seed}"
-    elif "weights_sha256" in meta:
-        weights_id = f"file:{meta['weights_sha256'][:16]}"
-    else:
-        weights_id = f"pretrained:{name}"
+    chosen = resolve_weights(weights, seed, f"timm:{name}", meta, lambda: locate_pretrained(cfg.get("hf_hub_id"), cfg.get("url")),
+                             f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"`", "a .safetensors/.pth file")
+    meta.update(chosen.meta)
+    resolved, file, weights_id = chosen.resolved, chosen.file, chosen.weights_id
 
     def build():
         import timm

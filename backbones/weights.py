@@ -83,3 +83,53 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@dataclass
+class ResolvedWeights:
+    """What ``--weights`` resolved to, the same way for every backbone source. ``file``: a local file
+    to load (cache hit or the user's checkpoint); pretrained with no file means: let the library
+    download. ``weights_id`` keys the feature cache; ``meta`` goes into the backbone's metadata."""
+
+    resolved: str  # pretrained | random-init
+    file: str | None
+    weights_id: str
+    meta: dict
+
+
+def resolve_weights(weights: str, seed: int, backbone: str, meta: dict, locate, fetch_hint: str, checkpoint_kinds: str) -> ResolvedWeights:
+    """``pretrained`` (an error when unavailable), ``auto`` (pretrained, else random init, noted),
+    ``random`` or a checkpoint path. ``locate() -> WeightsSource``; ``meta`` needs ``pretrain_method``
+    and ``pretrained_tag`` (a local checkpoint keeps the tag's pre-training label, marked)."""
+    from harness.errors import BobError
+
+    notes: dict = {}
+    file = None
+    if weights in ("pretrained", "auto"):
+        source = locate()
+        if source.kind == "none":
+            if weights == "pretrained":
+                raise BobError(f"pretrained weights for {backbone} are unavailable: {source.reason}; on a machine with internet run "
+                               f"`bob prefetch` or {fetch_hint} to fill the cache, or pass --weights PATH ({checkpoint_kinds}), "
+                               "--weights random or --weights auto")
+            resolved, notes["weights_note"] = "random-init", f"auto: {source.reason}; fell back to random init"
+        else:
+            resolved, file = "pretrained", source.file
+    elif weights == "random":
+        resolved = "random-init"
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BobError(f"--weights {weights}: no such file; give pretrained, random, auto or the path of a checkpoint ({checkpoint_kinds})")
+        resolved, file = "pretrained", str(path.resolve())
+        notes.update(weights_file=file, weights_sha256=file_digest(path),
+                     pretrain_method=meta["pretrain_method"] + " (local checkpoint)" if meta.get("pretrained_tag") else "local checkpoint")
+    notes["weights"] = resolved
+    if resolved == "random-init":
+        notes["pretrain_method"], notes["pretrain_data"] = "random", "none"
+        weights_id = f"random-init:seed{seed}"
+    elif "weights_sha256" in notes:
+        weights_id = f"file:{notes['weights_sha256'][:16]}"
+    else:
+        weights_id = f"pretrained:{backbone.split(':', 1)[1]}"
+    return ResolvedWeights(resolved, file, weights_id, notes)
