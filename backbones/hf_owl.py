@@ -131,8 +131,6 @@ def load_owl_backbone(name: str, weights: str = "pretrained", seed: int = 0, img
 def _tokenizer(name: str, context_length: int, path: str | None):
     """(texts -> (input_ids, attention_mask)): the model's own CLIP tokenizer files when present, else
     open_clip's bundled CLIP BPE (same vocabulary and special tokens)."""
-    import torch
-
     source = path or name
     try:
         from transformers import AutoTokenizer

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from typing import Any
 
 from harness.errors import BobError, did_you_mean

@@ -16,6 +16,10 @@ import os
 from pathlib import Path
 
 from harness.errors import BobError
+from harness.registry import TASKS
+from harness.types import DETECTION
+
+from .lvis import DETECTION_METRICS
 
 VERSION = 1
 SIZE = 96
@@ -131,11 +135,6 @@ def shapes_task(data_root=None, **_):
     root = ensure_shapes_dataset()
     return load_detection_task("lvis/shapes", "lvis", {s: (root / f"{s}.json", root) for s in SPLITS}, "detection/shapes")
 
-
-from harness.registry import TASKS  # noqa: E402
-from harness.types import DETECTION  # noqa: E402
-
-from .lvis import DETECTION_METRICS  # noqa: E402
 
 TASKS.add("lvis/shapes", shapes_task, kind=DETECTION, group="detection/shapes", suite="detection", metric="AP", metrics=DETECTION_METRICS,
           class_names=True, description="generated coloured shapes as an LVIS set: 6 categories (2 rare), 240 train / 60 val images of 96 px")

@@ -19,13 +19,16 @@ a category in ``not_exhaustive_category_ids`` is ignored.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import BobError
+from harness.registry import TASKS, Entry
+from harness.suites import register_suite
+from harness.types import DETECTION, Task
 
 LVIS_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 FREQUENCIES = ("r", "c", "f")
@@ -67,13 +70,10 @@ def lvis_api() -> types.SimpleNamespace:
 # -- reading and checking the annotation json ----------------------------------------------------
 def load_detection_json(path: str | Path, kind: str = "lvis") -> dict[str, Any]:
     """The annotation file, checked entry by entry; every problem is one line naming the file and entry."""
+    from .jsonfile import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise BobError(f"{kind} annotations {path} do not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BobError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, f"{kind} annotations {path} do not exist")
     check_detection_dataset(data, str(path), kind)
     return data
 
@@ -242,11 +242,6 @@ def _quiet_logger():
 
 
 # -- tasks -----------------------------------------------------------------------------------------
-from dataclasses import dataclass, field  # noqa: E402
-
-from harness.registry import TASKS, Entry  # noqa: E402
-from harness.suites import register_suite  # noqa: E402
-from harness.types import DETECTION, Task  # noqa: E402
 
 DETECTION_METRICS = {
     **{k: {"direction": "higher", "fmt": ".3f", "label": f"box {k} (official evaluator)"} for k in LVIS_METRICS},

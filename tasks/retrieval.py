@@ -12,10 +12,8 @@ and deterministic.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -87,12 +85,9 @@ def read_karpathy_json(json_file: Path, image_dir: Path) -> dict[str, tuple[list
     """split -> (image samples labelled by their index in the split, captions, caption -> image index)."""
     from harness.data import Sample, path_inside
 
-    if not json_file.is_file():
-        raise BobError(f"retrieval annotations {json_file} do not exist; give the Karpathy-split json (dataset_flickr30k.json / dataset_coco.json)")
-    try:
-        doc = json.loads(json_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BobError(f"{json_file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    from .jsonfile import read_json
+
+    doc = read_json(json_file, f"retrieval annotations {json_file} do not exist; give the Karpathy-split json (dataset_flickr30k.json / dataset_coco.json)")
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise BobError(f"{json_file}: not a Karpathy-split file: expected {{\"images\": [{{filename, split, sentences}}, ...]}}")
     out: dict[str, tuple[list, list[str], list[int]]] = {}

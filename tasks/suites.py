@@ -11,7 +11,6 @@ prints its findings and ``run`` refuses with the same message.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,12 +91,9 @@ def read_vpt_json(json_file: Path, image_dir: Path, class_map: dict | None) -> t
     a class; here an id unseen in training is an error instead)."""
     from harness.data import Sample, path_inside
 
-    if not json_file.is_file():
-        raise BobError(f"annotation file {json_file} does not exist")
-    try:
-        anno = json.loads(json_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BobError(f"{json_file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    from .jsonfile import read_json
+
+    anno = read_json(json_file, f"annotation file {json_file} does not exist")
     if not isinstance(anno, dict):
         raise BobError(f"{json_file}: expected an object mapping image path -> class id, got {type(anno).__name__}")
     if class_map is None:

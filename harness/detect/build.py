@@ -11,7 +11,6 @@ from torch import nn
 
 from .pyramid import PyramidBackbone
 
-from . import FREEZE_CHOICES  # noqa: F401 - re-exported
 
 
 def apply_freeze(encoder: nn.Module, freeze: str) -> list[str]:

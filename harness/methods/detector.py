@@ -14,7 +14,6 @@ import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 from ..errors import BobError
 from ..registry import register_method
@@ -120,7 +119,6 @@ def detections_of(model, dataset: DetectionDataset, category_of: dict[int, int],
 
 
 def train_detector(model, dataset: DetectionDataset, hp: dict, ctx, checkpoint: Path | None, frozen_encoder: bool) -> tuple[list, dict]:
-    import torch
     from torch.utils.data import DataLoader
 
     from ..adapt import train_mode
@@ -227,7 +225,7 @@ class Detector(Method):
 register_method(Detector)
 
 
-def category_text_embeddings(backbone, task, hp: dict, ctx) -> "np.ndarray":
+def category_text_embeddings(backbone, task, hp: dict, ctx):
     """One embedding per category (sorted id order): its name in every template, encoded, each
     normalised, averaged and renormalised (the CLIP recipe of ``zeroshot``); cached like image features."""
     from .zeroshot import class_embeddings, fill_templates, resolve_class_text, text_embeddings
