@@ -289,11 +289,18 @@ class DetectionTask(Task):
         return {**evaluate_lvis(gt, detections), **fixed_ap(gt, detections)}
 
 
-def load_detection_task(name: str, protocol: str, splits: dict[str, tuple[Path, Path]], group: str) -> DetectionTask:
-    """``splits``: split -> (annotation json, image folder); 'val' is reported, 'train' trains."""
+def load_detection_task(name: str, protocol: str, splits: dict[str, tuple[Path, Path]], group: str, val_image_ids: set | None = None) -> DetectionTask:
+    """``splits``: split -> (annotation json, image folder); 'val' is reported, 'train' trains.
+    ``val_image_ids``: evaluate on this subset of the val images only."""
     data = {}
     for split, (ann, image_dir) in splits.items():
         gt = load_detection_json(ann, protocol)
+        if split == "val" and val_image_ids is not None:
+            unknown = val_image_ids - {img["id"] for img in gt["images"]}
+            if unknown:
+                raise BobError(f"task {name}: image id {min(unknown)} of the subset is not in {ann}")
+            gt = {**gt, "images": [i for i in gt["images"] if i["id"] in val_image_ids],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in val_image_ids]}
         data[split] = DetectionSplit(gt, image_paths(gt, image_dir, str(ann)))
     categories = sorted(next(iter(data.values())).gt["categories"], key=lambda c: c["id"])
     for split, d in data.items():
@@ -343,20 +350,38 @@ def _image_folder(folder: Path, name: str) -> Path:
 
 
 def _from_spec(name: str, protocol: str, spec: str, group: str) -> DetectionTask:
-    """``<val json>@<image folder>[?train=<train json>[@<train image folder>]]``."""
+    """``<val json>@<image folder>[?train=<train json>[@<image folder>]][&image_ids=<file>]``; ``image_ids``
+    (a text file of ids, or a json list) evaluates on that subset of the images (e.g. a minival)."""
     main, _, query = spec.partition("?")
     ann, sep, images = main.partition("@")
     image_dir = Path(images).expanduser() if sep else Path(ann).expanduser().parent
     splits = {"val": (Path(ann).expanduser(), image_dir)}
-    if query:
-        key, _, value = query.partition("=")
-        if key != "train" or not value:
-            raise BobError(f"task {name}: unknown option {query!r}; the only option is ?train=<train json>[@<image folder>]")
-        t_ann, t_sep, t_images = value.partition("@")
+    options = dict(part.partition("=")[::2] for part in query.split("&")) if query else {}
+    unknown = set(options) - {"train", "image_ids"}
+    if unknown or any(not v for v in options.values()):
+        raise BobError(f"task {name}: bad option in {query!r}; options: ?train=<train json>[@<image folder>] and &image_ids=<file of ids>")
+    if "train" in options:
+        t_ann, t_sep, t_images = options["train"].partition("@")
         splits["train"] = (Path(t_ann).expanduser(), Path(t_images).expanduser() if t_sep else image_dir)
     if not image_dir.is_dir():
         raise BobError(f"task {name}: image folder {image_dir} does not exist; write {protocol}:<annotation json>@<image folder>")
-    return load_detection_task(name, protocol, splits, f"{group}/local" if group == "detection" else group)
+    subset = read_image_ids(Path(options["image_ids"]).expanduser()) if "image_ids" in options else None
+    return load_detection_task(name, protocol, splits, f"{group}/local" if group == "detection" else group, subset)
+
+
+def read_image_ids(path: Path) -> set[int]:
+    from .jsonfile import read_json
+
+    if path.suffix == ".json":
+        ids = read_json(path, f"image id list {path} does not exist")
+    else:
+        if not path.is_file():
+            raise BobError(f"image id list {path} does not exist")
+        ids = path.read_text(encoding="utf-8").replace(",", " ").split()
+    try:
+        return {int(i) for i in ids}
+    except (TypeError, ValueError):
+        raise BobError(f"{path}: expected image ids (integers), one per line or a json list") from None
 
 
 def _prefix_resolver(protocol: str):
@@ -375,7 +400,7 @@ _DESCRIPTIONS = {"lvis": "LVIS v1 val (1203 categories, federated; APr = rare / 
 for _task_id in OFFICIAL_SETS:
     TASKS.add(_task_id, _official_factory(_task_id), kind=DETECTION, group="detection", suite="detection", metric="AP",
               metrics=DETECTION_METRICS, class_names=True, description=_DESCRIPTIONS[_task_id])
-TASKS.add_prefix("lvis", _prefix_resolver("lvis"), "lvis:<annotation json>@<image folder>[?train=<train json>] reads a local LVIS-format set")
+TASKS.add_prefix("lvis", _prefix_resolver("lvis"), "lvis:<annotation json>@<image folder>[?train=<train json>][&image_ids=<file>] reads a local LVIS-format set (or a subset)")
 TASKS.add_prefix("coco", _prefix_resolver("coco"), "coco:<annotation json>@<image folder>[?train=<train json>] reads a local COCO-format set")
 
 DETECTION_TASKS = ["lvis", "lvis/minival", "coco", "lvis/shapes"]

@@ -138,3 +138,17 @@ def test_evaluation_only_set_and_bad_detection_input_are_one_line(tmp_path):
     assert "annotations[0]: bbox [90, 90, 30, 30] lies outside image" in text and str(tmp_path / "bad.json") in text
     out = run_bob("run", "-b", "timm:resnet18.a1_in1k", "-m", "detector", "-t", f"lvis:{val}@{tmp_path / 'nowhere'}", "-w", "random")
     assert "image folder" in out.stdout + out.stderr and "does not exist" in out.stdout + out.stderr
+
+
+def test_a_subset_by_image_ids_is_evaluated_alone(tmp_path):
+    from harness.registry import TASKS
+
+    train, val, images = make_mini_lvis(tmp_path)
+    ids = [img["id"] for img in json.loads(val.read_text())["images"]][:3]
+    (tmp_path / "ids.txt").write_text("\n".join(map(str, ids)))
+    task = TASKS.get(f"lvis:{val}@{images}?train={train}&image_ids={tmp_path / 'ids.txt'}").factory()
+    assert [i["id"] for i in task.split("val").gt["images"]] == ids and len(task.split("train").gt["images"]) == 24
+    assert {a["image_id"] for a in task.split("val").gt["annotations"]} <= set(ids)
+    (tmp_path / "bad.txt").write_text("1 2 3")
+    with pytest.raises(BobError, match="image id 1 of the subset is not in"):
+        TASKS.get(f"lvis:{val}@{images}?image_ids={tmp_path / 'bad.txt'}").factory()
