@@ -66,7 +66,7 @@ def image_tower(detector):
 
 
 def load_owl_backbone(name: str, weights: str = "pretrained", seed: int = 0, img_size: int | None = None) -> VisionLanguageBackbone:
-    from .weights import file_digest
+    from .weights import WeightsSource, file_digest
 
     config = _config(name)
     model_type = config.model_type
@@ -77,20 +77,32 @@ def load_owl_backbone(name: str, weights: str = "pretrained", seed: int = 0, img
         raise BobError(f"hf-owl:{name} runs at its native {native} px (its box head is tied to the patch grid); drop img_size")
     meta = static_meta(name)
     meta.update({"native_img_size": native, "model_type": model_type})
+    folder = Path(name).expanduser()
+    local_weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
     if weights == "random":
         resolved = "random-init"
     elif weights in ("pretrained", "auto"):
-        resolved = "pretrained"
+        # decided before building, like every source: a fallback must never share the pretrained cache key
+        from .weights import locate_pretrained
+
+        source = WeightsSource("file", str(local_weights[0])) if local_weights else (
+            WeightsSource("none", reason=f"the folder {folder} holds no weights (*.safetensors / *.bin)") if folder.is_dir()
+            else locate_pretrained(name, None))
+        if source.kind == "none":
+            if weights == "pretrained":
+                raise BobError(f"pretrained weights for hf-owl:{name} are unavailable: {source.reason}; on a machine with internet run "
+                               "`bob prefetch`, or use --weights random / auto")
+            resolved, meta["weights_note"] = "random-init", f"auto: {source.reason}; fell back to random init"
+        else:
+            resolved = "pretrained"
     else:
         raise BobError(f"hf-owl:{name}: --weights {weights} is not supported; the weights come with the model folder or hub id "
-                       "(pretrained), or random for a model built from its config")
+                       "(pretrained | auto), or random for a model built from its config")
     meta["weights"] = resolved
     if resolved == "random-init":
         meta["pretrain_method"], meta["pretrain_data"] = "random", "none"
-    folder = Path(name).expanduser()
-    weights_id = f"random-init:seed{seed}" if resolved == "random-init" else (
-        f"folder:{file_digest(next(iter(sorted(folder.glob('*.safetensors')) or sorted(folder.glob('*.bin')))))[:16]}"
-        if folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))) else f"pretrained:{name}")
+    weights_id = (f"random-init:seed{seed}" if resolved == "random-init"
+                  else f"folder:{file_digest(local_weights[0])[:16]}" if local_weights else f"pretrained:{name}")
 
     @functools.lru_cache(maxsize=1)
     def detector():
@@ -105,12 +117,7 @@ def load_owl_backbone(name: str, weights: str = "pretrained", seed: int = 0, img
             try:
                 model = cls.from_pretrained(name)
             except OSError as exc:
-                if weights == "auto":
-                    meta["weights"], meta["weights_note"] = "random-init", f"auto: {str(exc).splitlines()[0][:100]}; fell back to random init"
-                    model = cls(config)
-                else:
-                    raise BobError(f"hf-owl:{name}: weights unavailable ({str(exc).splitlines()[0][:120]}); on a machine with internet run "
-                                   f"`bob prefetch`, or use --weights random / auto") from None
+                raise BobError(f"hf-owl:{name}: the weights do not load ({str(exc).splitlines()[0][:120]})") from None
         return model.eval()
 
     def build():

@@ -152,3 +152,28 @@ def test_a_subset_by_image_ids_is_evaluated_alone(tmp_path):
     (tmp_path / "bad.txt").write_text("1 2 3")
     with pytest.raises(BobError, match="image id 1 of the subset is not in"):
         TASKS.get(f"lvis:{val}@{images}?image_ids={tmp_path / 'bad.txt'}").factory()
+
+
+def test_owl_weights_resolve_before_building(tmp_path):
+    """A model folder with weights loads them (pretrained); a config-only folder is random init under
+    auto (and says so) and an error under pretrained: decided up front, so the cache key is honest."""
+    import torch
+    from transformers import OwlViTForObjectDetection
+
+    config_only = make_tiny_owl(tmp_path / "config-only")
+    auto = BACKBONES.get(f"hf-owl:{config_only}").factory(weights="auto")
+    assert auto.meta["weights"] == "random-init" and "fell back to random init" in auto.meta["weights_note"] and "random-init" in auto.cache_key
+    with pytest.raises(BobError, match="holds no weights"):
+        BACKBONES.get(f"hf-owl:{config_only}").factory(weights="pretrained")
+    from transformers import OwlViTConfig
+
+    torch.manual_seed(3)
+    model = OwlViTForObjectDetection(OwlViTConfig.from_pretrained(config_only)).eval()
+    model.save_pretrained(tmp_path / "with-weights")
+    loaded = BACKBONES.get(f"hf-owl:{tmp_path / 'with-weights'}").factory(weights="pretrained")
+    assert loaded.meta["weights"] == "pretrained" and "|folder:" in loaded.cache_key
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.owlvit.get_image_features(pixel_values=x)
+        expected = expected if isinstance(expected, torch.Tensor) else expected.pooler_output
+        assert torch.allclose(loaded.model(x), expected, atol=1e-5)
