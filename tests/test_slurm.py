@@ -140,10 +140,10 @@ def test_preempted_detection_cell_resumes_to_the_same_ap(tmp_path):
     and ends with the same detections (AP) as an uninterrupted run."""
     from .test_detection import make_mini_lvis
 
-    train, val, images = make_mini_lvis(tmp_path, n_train=48, n_val=8)
+    train, val, images = make_mini_lvis(tmp_path, n_train=24, n_val=6)
     grid = write_grid(tmp_path / "g.yaml", f"name: det\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [detector]\n"
                       f"tasks: ['lvis:{val}@{images}?train={train}']\n"
-                      "hparams:\n  detector: {img_size: 64, epochs: 6, lr: 1.0e-3, batch_size: 8, fpn_channels: 32, box_head_dim: 64, "
+                      "hparams:\n  detector: {img_size: 64, epochs: 5, lr: 1.0e-3, batch_size: 8, fpn_channels: 32, box_head_dim: 64, "
                       "rois_per_image: 32, proposals: 100}\n")
     record, reference = _preempt_and_resume(tmp_path, grid, "det", "resumed train fit from")
     assert record["metrics"]["AP"] == pytest.approx(reference["metrics"]["AP"], abs=1e-9)
