@@ -95,8 +95,9 @@ def resolve_class_text(task, hp: dict[str, Any]) -> tuple[list[str], list[str], 
         names, templates, source = task.class_text()
     if hp.get("classnames") is not None:
         names, source = read_name_list(hp["classnames"], task.name, "classnames"), f"classnames={hp['classnames']}"
-    if hp.get("templates") is not None:
-        templates = read_name_list(hp["templates"], task.name, "templates") if not isinstance(hp["templates"], str) or Path(hp["templates"]).suffix else [hp["templates"]]
+    if hp.get("templates") is not None:  # a list, a file of templates, or one template string
+        given = hp["templates"]
+        templates = [given] if isinstance(given, str) and "{c}" in given and not Path(given).is_file() else read_name_list(given, task.name, "templates")
     if names is None:
         raise BobError(f"task {task.name} has no class names for zeroshot: add `names:` (label order) and `templates:` under "
                        f"`tasks: {task.name}:` in tasks/configs/zeroshot.yaml, or pass --set classnames=FILE (one name per line)")
