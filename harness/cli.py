@@ -47,11 +47,11 @@ def main():
 @click.argument("what", type=click.Choice(["backbones", "methods", "tasks", "suites"]))
 @click.option("--family", help="backbones: cnn, vit, swin, convnext, hiera ...")
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
-@click.option("--source", help="backbones: timm, openclip, scratch, baseline")
+@click.option("--source", help="backbones: timm, openclip, hf-owl, scratch, baseline")
 @click.option("--data", "pretrain_data", help="backbones: pre-training data (substring: LAION-2B, ImageNet-21k ...)")
-@click.option("--kind", help="tasks/methods: classification, detection, icl_regression, lm_probe")
+@click.option("--kind", help="tasks/methods: classification, retrieval, detection, icl_regression, lm_probe")
 @click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
-@click.option("--suite", help="tasks: vtab1k, fgvc")
+@click.option("--suite", help="tasks: vtab1k, fgvc, retrieval, detection, icl")
 def list_cmd(what, family, pretrain, source, pretrain_data, kind, group, suite):
     """List registered backbones, methods or tasks (filterable)."""
     from .registry import BACKBONES, METHODS, TASKS
