@@ -203,16 +203,57 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
     tabs: dict[str, list[str]] = {}
     for task, group in stats[["task", "task_group"]].drop_duplicates().itertuples(index=False):
         tabs.setdefault(task_tab(group), []).append(task)
+    metrics = ({r.task: {"name": r.metric, "direction": r.direction, "target": _clean(r.target), "fmt": r.fmt, "label": r.metric_label}
+                for r in stats.drop_duplicates("task").itertuples()} if "direction" in stats else {})
+    cells = [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()]
+    for column, tab, spec, extra in sub_metric_columns(df, stats):  # e.g. detection's APr, fixed AP: columns beside the task's AP
+        tabs[tab].append(column)
+        metrics[column] = spec
+        cells += extra
     return {
         "name": name, "generated": stamp, "methods": sorted(overall["method"].unique().tolist()),
-        "tabs": {k: sorted(v) for k, v in sorted(tabs.items())}, "backbones": meta,
-        "metrics": {r.task: {"name": r.metric, "direction": r.direction, "target": _clean(r.target), "fmt": r.fmt, "label": r.metric_label}
-                    for r in stats.drop_duplicates("task").itertuples()} if "direction" in stats else {},
+        "tabs": {k: sorted(v) for k, v in sorted(tabs.items())}, "backbones": meta, "metrics": metrics,
         "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket")} for r in overall.itertuples()],
-        "cells": [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()],
+        "cells": cells,
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
         "trainable": {m: {b: round(v, 4) for b, v in per.items()} for m, per in trainable_pct(df).items()},
     }
+
+
+def sub_metric_columns(df: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str, str, dict, list[dict]]]:
+    """The page's extra columns for suite groups that declare a metric of their own (``APr``...):
+    (column "<task> · <metric>", tab, the metric's declaration, cells with a per-column z-score).
+    Shown, never folded into the BoB score (which ranks each task's primary metric)."""
+    import numpy as np
+
+    from .aggregate import metric_table
+    from .scores import spec_from_columns
+    from .suites import suite_of_task
+
+    out = []
+    present = stats[["task", "task_group"]].drop_duplicates()
+    for task, group in present.itertuples(index=False):
+        spec = suite_of_task(task)
+        for g in (spec.groups if spec else ()):
+            if not g.metric or task not in g.tasks or f"metric.{g.metric}" not in df:
+                continue
+            column, cells, declared = f"{task} · {g.title}", [], None
+            for method in sorted(stats.loc[stats["task"] == task, "method"].unique()):
+                table = metric_table(df, method, g.metric)
+                table = table[table["task"] == task]
+                if table.empty:
+                    continue
+                first = table.iloc[0]
+                declared = {"name": g.metric, "direction": first["direction"], "target": _clean(first["target"]), "fmt": first["fmt"],
+                            "label": first["metric_label"], "sub": True}
+                goods = [spec_from_columns(r.metric, r.direction, r.target, r.fmt).goodness(r.mean) for r in table.itertuples()]
+                mu, sd = float(np.mean(goods)), float(np.std(goods))
+                for r, good in zip(table.itertuples(), goods):
+                    cells.append({"method": method, "task": column, "row": r.row, "mean": _clean(r.mean), "ci_low": _clean(r.ci_low),
+                                  "ci_high": _clean(r.ci_high), "n": _clean(r.n), "z": (good - mu) / sd if sd > 0 else 0.0})
+            if cells:
+                out.append((column, task_tab(group), declared, cells))
+    return out
 
 
 def leaderboard_html(data: dict) -> str:

@@ -210,3 +210,34 @@ def test_methods_tab_compares_adaptation_methods_in_headless_chromium(tmp_path):
         assert trainable["finetune"] > 100 > trainable["partial"] > trainable["lora"] > trainable["vpt_shallow"] > 0
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_detection_tab_shows_sub_metrics_beside_ap_in_headless_chromium(tmp_path):
+    """The published detection records: the detection tab has AP per task and, beside it, the suite's
+    declared sub-metrics (APr, APc, APf, AP50, fixed AP); the mean column averages AP only."""
+    from selenium.webdriver.common.by import By
+
+    from harness.leaderboard import publish
+    from harness.store import ResultStore
+    from tests.conftest import REPO
+
+    store = ResultStore(tmp_path / "res" / "detection")
+    records = [json.loads(text) for text in pd.read_parquet(REPO / "leaderboards" / "detection" / "results.parquet")["record_json"]]
+    for record in records:
+        store.write(record)
+    board = publish([store], "detection", tmp_path / "boards")
+    driver = _chrome()
+    try:
+        driver.get((board / "index.html").resolve().as_uri())
+        next(b for b in driver.find_elements(By.CSS_SELECTOR, "#tabs button") if b.get_attribute("data-tab") == "detection").click()
+        headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#board thead th")]
+        assert headers[1] == "shapes" and {"shapes · APr", "shapes · APc", "shapes · APf", "shapes · AP50", "shapes · fixed AP"} <= set(headers)
+        assert headers[-1] == "mean"  # one primary metric (AP): a plain mean, not a mean z over mixed metrics
+        for record in records:
+            row = driver.find_element(By.CSS_SELECTOR, f'tr[data-backbone="{record["backbone"]} (random-init)"]')
+            cells = dict(zip(headers, [td.text for td in row.find_elements(By.CSS_SELECTOR, "td")]))
+            assert cells["shapes"] == cells["mean"] == f"{record['metrics']['AP']:.3f}"
+            assert cells["shapes · APr"] == f"{record['metrics']['APr']:.3f}"
+    finally:
+        driver.quit()
