@@ -123,16 +123,15 @@ def load_owl_backbone(name: str, weights: str = "pretrained", seed: int = 0, img
     def build():
         return image_tower(detector())
 
-    def text_encoder(tokenizer_path: str | None = None):
-        encode, _ = _detector_api(detector(), name, model_type, native, tokenizer_path)
-        return encode
+    @functools.lru_cache(maxsize=2)
+    def open_vocabulary_detector(tokenizer_path: str | None = None):
+        return _detector_api(detector(), name, model_type, native, tokenizer_path)
 
-    backbone = VisionLanguageBackbone(
+    return VisionLanguageBackbone(
         name=f"hf-owl:{name}", meta=meta, preprocess=Preprocess(native, CLIP_MEAN, CLIP_STD, "bilinear"),
-        cache_key=f"hf-owl:{name}|{weights_id}", build=build, text_encoder=text_encoder, text_identity=f"owl-text:{name}",
+        cache_key=f"hf-owl:{name}|{weights_id}", build=build, text_encoder=lambda tokenizer_path=None: open_vocabulary_detector(tokenizer_path)[0],
+        text_identity=f"owl-text:{name}", open_vocabulary_detector=open_vocabulary_detector,
     )
-    backbone.open_vocabulary_detector = lambda tokenizer_path=None: _detector_api(detector(), name, model_type, native, tokenizer_path)
-    return backbone
 
 
 def _tokenizer(name: str, context_length: int, path: str | None):

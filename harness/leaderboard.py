@@ -230,7 +230,7 @@ def sub_metric_columns(df: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str,
     from .scores import spec_from_columns
     from .suites import suite_of_task
 
-    out = []
+    out, tables = [], {}
     present = stats[["task", "task_group"]].drop_duplicates()
     for task, group in present.itertuples(index=False):
         spec = suite_of_task(task)
@@ -239,7 +239,9 @@ def sub_metric_columns(df: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str,
                 continue
             column, cells, declared = f"{task} · {g.title}", [], None
             for method in sorted(stats.loc[stats["task"] == task, "method"].unique()):
-                table = metric_table(df, method, g.metric)
+                if (method, g.metric) not in tables:  # one pass over the records per (method, metric), not per task
+                    tables[method, g.metric] = metric_table(df, method, g.metric)
+                table = tables[method, g.metric]
                 table = table[table["task"] == task]
                 if table.empty:
                     continue

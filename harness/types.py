@@ -116,6 +116,8 @@ class VisionLanguageBackbone(Backbone):
 
     text_encoder: Callable[[], Callable[[list], Any]] | None = None
     text_identity: str = ""
+    # open-vocabulary detectors only (OWL-ViT): (tokenizer path) -> (encode(prompts), detect(images, queries))
+    open_vocabulary_detector: Callable[..., tuple[Callable, Callable]] | None = None
 
 
 @dataclass

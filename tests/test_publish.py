@@ -183,19 +183,25 @@ def test_without_wandb_installed_the_run_goes_on(tmp_path):
     assert "wandb is not installed" in proc.stdout + proc.stderr
 
 
+def republish_committed(name: str, tmp_path: Path) -> tuple[Path, list[dict]]:
+    """leaderboards/NAME/results.parquet holds every full record: write them into a store and publish it."""
+    from harness.leaderboard import publish
+    from tests.conftest import REPO
+
+    store = ResultStore(tmp_path / "res" / name)
+    records = [json.loads(text) for text in pd.read_parquet(REPO / "leaderboards" / name / "results.parquet")["record_json"]]
+    for record in records:
+        store.write(record)
+    return publish([store], name, tmp_path / "boards"), records
+
+
+@pytest.mark.slow
 def test_methods_tab_compares_adaptation_methods_in_headless_chromium(tmp_path):
     """The published PEFT records (leaderboards/peft/results.parquet holds every full record):
     the page's Methods tab puts all methods side by side with their % trainable parameters."""
     from selenium.webdriver.common.by import By
 
-    from harness.leaderboard import publish
-    from harness.store import ResultStore
-    from tests.conftest import REPO
-
-    store = ResultStore(tmp_path / "res" / "peft")
-    for text in pd.read_parquet(REPO / "leaderboards" / "peft" / "results.parquet")["record_json"]:
-        store.write(json.loads(text))
-    board = publish([store], "peft", tmp_path / "boards")
+    board, _ = republish_committed("peft", tmp_path)
     driver = _chrome()
     try:
         driver.get((board / "index.html").resolve().as_uri())
@@ -218,15 +224,7 @@ def test_detection_tab_shows_sub_metrics_beside_ap_in_headless_chromium(tmp_path
     declared sub-metrics (APr, APc, APf, AP50, fixed AP); the mean column averages AP only."""
     from selenium.webdriver.common.by import By
 
-    from harness.leaderboard import publish
-    from harness.store import ResultStore
-    from tests.conftest import REPO
-
-    store = ResultStore(tmp_path / "res" / "detection")
-    records = [json.loads(text) for text in pd.read_parquet(REPO / "leaderboards" / "detection" / "results.parquet")["record_json"]]
-    for record in records:
-        store.write(record)
-    board = publish([store], "detection", tmp_path / "boards")
+    board, records = republish_committed("detection", tmp_path)
     driver = _chrome()
     try:
         driver.get((board / "index.html").resolve().as_uri())

@@ -17,24 +17,19 @@ def apply_freeze(encoder: nn.Module, freeze: str) -> list[str]:
     """BoB's settings: ``all`` (frozen backbone), ``stages:k`` (the last k blocks/stages train),
     ``none`` (end to end). Returns the encoder parameter names that train."""
     from ..adapt.blocks import block_list
-    from ..errors import BobError
+    from . import parse_freeze
 
-    freeze = str(freeze)
-    if freeze == "none":
+    k = parse_freeze(freeze)
+    if k is None:
         encoder.requires_grad_(True)
         return [n for n, _ in encoder.named_parameters()]
     encoder.requires_grad_(False)
-    if freeze == "all":
-        return []
-    if freeze.startswith("stages:") and freeze.split(":", 1)[1].isdigit():
-        k = int(freeze.split(":", 1)[1])
-        blocks = block_list(encoder)
-        names = []
-        for prefix, block in blocks[len(blocks) - k:] if k else []:
-            block.requires_grad_(True)
-            names += [f"{prefix}.{n}" for n, _ in block.named_parameters()]
-        return names
-    raise BobError(f"freeze={freeze!r}: use all, none or stages:<k> (the last k blocks train)")
+    names = []
+    blocks = block_list(encoder) if k else []
+    for prefix, block in blocks[len(blocks) - k:]:
+        block.requires_grad_(True)
+        names += [f"{prefix}.{n}" for n, _ in block.named_parameters()]
+    return names
 
 
 def build_detector(encoder: nn.Module, preprocess, num_classes: int, hp: dict, make_predictor=None):

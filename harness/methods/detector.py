@@ -19,7 +19,7 @@ from ..errors import BobError
 from ..registry import register_method
 from ..spec import canonical_json
 from ..types import DETECTION
-from ..detect import FREEZE_CHOICES
+from ..detect import parse_freeze
 from .base import Method, MethodResult
 from .finetune import AMP_MODES, OPTIMIZERS, check_choices, fit, make_optimizer
 
@@ -36,7 +36,7 @@ class DetectionDataset:
         for ann in split.gt["annotations"]:
             if keep_categories is None or ann["category_id"] in keep_categories:
                 anns.setdefault(ann["image_id"], []).append(ann)
-        self.images = [img for img in split.gt["images"]]
+        self.images = list(split.gt["images"])
         self.anns = anns
 
     def __len__(self) -> int:
@@ -80,7 +80,7 @@ def _masks(anns: list, height: int, width: int):
         if isinstance(seg, list) and seg:
             rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
         elif isinstance(seg, dict):
-            rle = seg if isinstance(seg.get("counts"), (bytes, str)) and not isinstance(seg.get("counts"), list) else mask_utils.frPyObjects(seg, height, width)
+            rle = seg if isinstance(seg.get("counts"), (bytes, str)) else mask_utils.frPyObjects(seg, height, width)  # compressed, else uncompressed RLE
         else:
             raise BobError(f"annotation {a.get('id')} has no segmentation; masks: true needs polygon or RLE masks")
         out.append(mask_utils.decode(rle))
@@ -167,8 +167,10 @@ class Detector(Method):
     def resolve_hparams(self, given):
         resolved = super().resolve_hparams(given)
         check_choices(self.name, given, self.choices)
-        if not (str(resolved["freeze"]) in FREEZE_CHOICES or (str(resolved["freeze"]).startswith("stages:") and str(resolved["freeze"])[7:].isdigit())):
-            raise BobError(f"method '{self.name}': freeze={resolved['freeze']!r} is not all, none or stages:<k>")
+        try:
+            parse_freeze(resolved["freeze"])
+        except BobError as exc:
+            raise BobError(f"method '{self.name}': {exc}") from None
         return resolved
 
     def classifier(self, backbone, task, hp, ctx):
@@ -210,8 +212,9 @@ class Detector(Method):
         metrics["n_images"] = len(eval_ds)
         total = sum(p.numel() for p in model.parameters())
         detector_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        trainable_names = set(trainable_encoder)
         report.update({"freeze": hparams["freeze"], "backbone_params": backbone_params, "trainable_backbone_params": sum(
-            p.numel() for n, p in encoder.named_parameters() if n in set(trainable_encoder)), "detector_params": total,
+            p.numel() for n, p in encoder.named_parameters() if n in trainable_names), "detector_params": total,
             "trainable_params": detector_trainable, "recipe": f"detector (freeze {hparams['freeze']})"})
         protocol = {"trained_on": train_split, "reported_on": eval_split, "selected_on": None, "selected": {},
                     "note": "fixed schedule, no selection", "evaluator": task.protocol, "open_vocabulary": self.open_vocabulary}
@@ -298,8 +301,7 @@ class OVZeroShot(Method):
 
         split_name = task.final_splits[1]
         split = task.split(split_name)
-        encode, detect = backbone.open_vocabulary_detector(hparams.get("tokenizer"))
-        backbone.text_encoder = lambda tokenizer_path=None: encode  # the cached text path of zeroshot
+        _, detect = backbone.open_vocabulary_detector(hparams.get("tokenizer"))
         queries = category_text_embeddings(backbone, task, hparams, ctx)
         category_ids = task.category_ids
         k = int(hparams["detections_per_image"])
