@@ -17,10 +17,13 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.icl",
     "harness.methods.zeroshot",
     "harness.methods.detector",
+    "harness.methods.lm",
     "backbones.timm_backbones",
     "backbones.sequence",
     "backbones.openclip",
     "backbones.hf_owl",
+    "backbones.hf_lm",
+    "backbones.tiny_lm",
     "tasks.builtin",
     "tasks.folder",
     "tasks.suites",
@@ -28,6 +31,9 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.retrieval",
     "tasks.lvis",
     "tasks.detection_shapes",
+    "tasks.bias",
+    "tasks.bias_toy",
+    "tasks.lmeval",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

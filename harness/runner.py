@@ -35,12 +35,19 @@ def check_supported(spec: RunSpec) -> str | None:
     backbone_source = BACKBONES.get(spec.backbone).meta.get("source")
     if sources and backbone_source not in sources:
         return f"method {spec.method} runs only {'/'.join(sources)} backbones, not {backbone_source} ones"
+    accepted = task_meta.get("methods")  # a task may name the methods that make sense for it (bias probes)
+    if accepted and spec.method not in accepted:
+        why = task_meta.get("methods_why") or f"it accepts {', '.join(accepted)}"
+        return f"task {spec.task} does not run method {spec.method}: {why}"
     if not sources and backbone_source in ("baseline", "scratch"):
         return f"method {spec.method} needs an image backbone; {spec.backbone} is a sequence model"
     requires = method_meta.get("backbone_requires") or {}
+    if not sources and not requires.get("capabilities"):  # the vision methods: an image tower
+        requires = {**requires, "capabilities": ["image"], "capability_why": "it needs an image tower"}
     missing = [c for c in requires.get("capabilities", ()) if c not in (BACKBONES.get(spec.backbone).meta.get("capabilities") or ["image"])]
     if missing:
-        return f"method {spec.method} cannot run on {spec.backbone}: {requires.get('why', 'it needs a ' + '/'.join(missing) + ' tower')}"
+        why = requires.get("capability_why") or requires.get("why") or f"it needs a {'/'.join(missing)} tower"
+        return f"method {spec.method} cannot run on {spec.backbone}: {why}"
     if requires.get("architectures"):
         from .adapt import architecture_supported
 
@@ -148,7 +155,7 @@ def run_cell(
         hits0, misses0 = ctx.feature_cache.hits, ctx.feature_cache.misses
         result = method.run(backbone, task, hparams, ctx)
         record["feature_cache"] = {"hits": ctx.feature_cache.hits - hits0, "misses": ctx.feature_cache.misses - misses0, "backbone_built": backbone.built}
-        specs = resolve_specs(result.metrics, TASKS.get(spec.task).meta.get("metrics"), getattr(method, "metrics", None),
+        specs = resolve_specs(result.metrics, result.metric_specs, TASKS.get(spec.task).meta.get("metrics"), getattr(method, "metrics", None),
                               primary=result.primary_metric, primary_higher_is_better=getattr(method, "higher_is_better", True))
         primary_spec = specs[result.primary_metric]
         record.update(

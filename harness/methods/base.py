@@ -22,6 +22,7 @@ class MethodResult:
     curves: dict[str, list] = field(default_factory=dict)
     adaptation: dict[str, Any] = field(default_factory=dict)  # trainable/extra params, peak memory, throughput, latency
     artifacts: dict[str, Any] = field(default_factory=dict)  # file name -> JSON value, written beside the record (e.g. detections)
+    metric_specs: dict[str, Any] = field(default_factory=dict)  # declarations known only after the run (lm-eval's higher_is_better)
 
 
 class Method:
