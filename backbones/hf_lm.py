@@ -111,7 +111,6 @@ def static_meta(name: str) -> dict[str, Any]:
         "capabilities": ["text", "causal-lm"],
         "context_length": context_length(config),
         "dtype": options.get("dtype", "float32"),
-        "params_m": None,
     }
 
 

@@ -147,4 +147,4 @@ def _factory(arch: str):
 for _arch in ARCHS:
     BACKBONES.add(f"tinylm:{_arch}", _factory(_arch), source="hf", family=_arch, architecture=f"hf:{_arch}", pretrain_method="causal language modelling",
                   pretrain_data="bob bias toy corpus (tasks/bias_toy.py)", capabilities=["text", "causal-lm"], context_length=CONTEXT,
-                  params_m=None, description=f"tiny {_arch}-architecture LM ({LAYERS} layers, width {WIDTH}) made locally; for tests and the bias quickstart")
+                  description=f"tiny {_arch}-architecture LM ({LAYERS} layers, width {WIDTH}) made locally; for tests and the bias quickstart")

@@ -43,11 +43,16 @@ def main():
 
 
 # -- list -------------------------------------------------------------------------------------
+def _or_dash(value):
+    """Unknown until built (a language model's size, a tower the meta device cannot trace): '-'."""
+    return "-" if value is None else value
+
+
 @main.command("list")
 @click.argument("what", type=click.Choice(["backbones", "methods", "tasks", "suites"]))
 @click.option("--family", help="backbones: cnn, vit, swin, convnext, hiera ...")
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
-@click.option("--source", help="backbones: timm, openclip, hf-owl, scratch, baseline")
+@click.option("--source", help="backbones: timm, openclip, hf (language models), hf-owl, scratch, baseline")
 @click.option("--data", "pretrain_data", help="backbones: pre-training data (substring: LAION-2B, ImageNet-21k ...)")
 @click.option("--kind", help="tasks/methods: classification, retrieval, detection, icl_regression, lm_probe")
 @click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
@@ -61,8 +66,8 @@ def list_cmd(what, family, pretrain, source, pretrain_data, kind, group, suite):
 
     if what == "backbones":
         rows = [
-            {"name": e.name, "family": e.meta.get("family"), "pretraining": e.meta.get("pretrain_method"), "data": e.meta.get("pretrain_data"),
-             "params_m": e.meta.get("params_m"), "gflops": e.meta.get("gflops")}
+            {"name": e.name, "family": e.meta.get("family"), "pretraining": e.meta.get("pretrain_method"), "data": _or_dash(e.meta.get("pretrain_data")),
+             "params_m": _or_dash(e.meta.get("params_m")), "gflops": _or_dash(e.meta.get("gflops"))}
             for e in BACKBONES.entries()
             if (family is None or (e.meta.get("family") or "").lower() == family.lower()) and has(e.meta.get("pretrain_method"), pretrain)
             and (source is None or (e.meta.get("source") or "").lower() == source.lower()) and has(e.meta.get("pretrain_data"), pretrain_data)

@@ -9,7 +9,7 @@ from .grid import Grid, expand_task_names
 
 
 def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
-    from .registry import BACKBONES
+    from .registry import BACKBONES, TASKS
 
     rows = []
     for name, weights in dict.fromkeys(grid.backbones):
@@ -21,6 +21,8 @@ def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
             backbone.model  # builds: downloads into the Hugging Face / torch hub cache if needed
             if getattr(backbone, "text_encoder", None) is not None:
                 backbone.text_encoder()  # a Hugging Face tokenizer (SigLIP...) is fetched into the cache too
+            if hasattr(type(backbone), "tokenizer"):
+                backbone.tokenizer  # a language model's tokenizer files
             rows.append({"item": name, "kind": "weights", "status": "cached", "detail": backbone.meta.get("weights_file") or "hub cache"})
         except BobError as exc:
             rows.append({"item": name, "kind": "weights", "status": "missing", "detail": str(exc)[:160]})
@@ -30,6 +32,7 @@ def prefetch_grid(grid: Grid) -> list[dict[str, Any]]:
         override = grid.data_paths.get(task)
         suite = suite_of_task(task)
         prefetch = suite.hooks.get("prefetch") or suite.hooks.get("check_data") if suite else None
+        prefetch = prefetch or TASKS.get(task).meta.get("prefetch")  # a task source without a suite (lmeval:) may fill its own cache
         if prefetch is None:
             rows.append({"item": task, "kind": "data", "status": "cached", "detail": "built in / generated" if not override else override})
             continue

@@ -60,9 +60,8 @@ class LMResult:
 
 @dataclass
 class LMTask(Task):
-    """A task scored with a language model. ``evaluate`` is the task's whole protocol."""
-
-    accepts: tuple[str, ...] = ZERO_SHOT_ONLY
+    """A task scored with a language model. ``evaluate`` is the task's whole protocol; the methods it
+    accepts are declared in its registry metadata (``methods``), where expansion reads them."""
 
     def evaluate(self, scorer, hp: dict, ctx, fewshot: int = 0) -> LMResult:  # pragma: no cover
         raise NotImplementedError
@@ -241,15 +240,13 @@ def load_task(task_id: str, family: str, location: str, group: str) -> LMTask:
     if family == "crows_pairs":
         return _lm_task(CrowsPairsTask, task_id, group, "pct_stereotype", location, pairs=bias_data.read_crows_pairs(Path(location)))
     if family == "bbq":
-        return _lm_task(BBQTask, task_id, group, "bias_score_ambig", location, items=bias_data.read_bbq(Path(location)),
-                        accepts=("lm_zeroshot", "lm_fewshot"))
+        return _lm_task(BBQTask, task_id, group, "bias_score_ambig", location, items=bias_data.read_bbq(Path(location)))
     if family == "stereoset":
         examples, sentences = bias_data.read_stereoset(Path(location))
         return _lm_task(StereoSetTask, task_id, group, "ss", location, examples=examples, sentences=sentences)
     tsv, splits = _sentiment_splits(location, task_id)
     sentiment = {split: bias_data.read_sentiment(path) for split, path in splits.items()}
-    return _lm_task(SentimentFairnessTask, task_id, group, "max_abs_gap", location, tests=bias_data.read_fairness_tsv(tsv), sentiment=sentiment,
-                    accepts=FAMILY_METHODS["sentiment_fairness"])
+    return _lm_task(SentimentFairnessTask, task_id, group, "max_abs_gap", location, tests=bias_data.read_fairness_tsv(tsv), sentiment=sentiment)
 
 
 FAMILY_METHODS = {"crows_pairs": ZERO_SHOT_ONLY, "bbq": ("lm_zeroshot", "lm_fewshot"), "stereoset": ZERO_SHOT_ONLY,
@@ -282,6 +279,23 @@ for _family in SOURCES:
     _id = f"bias/{_family}"
     TASKS.add(_id, _factory(_id, _family, lambda root, ov, i=_id, f=_family: locate(i, f, root, ov), "bias"), **task_meta(_family, "bias"))
 
+def check_bias_data(task_id: str, data_root: str | None, override: str | None, open_images: bool = False):
+    """``bob data verify bias`` / ``bob prefetch``: find and read a task's files (the same readers as a run)."""
+    from harness.registry import TASKS as _TASKS
+
+    from .suites import TaskCheck
+
+    family = task_id.rsplit("/", 1)[-1]
+    try:
+        task = _TASKS.get(task_id).factory(data_root=data_root, overrides={task_id: override} if override else {})
+    except BobError as exc:
+        return TaskCheck(task_id, None, problems=[str(exc)], fix=SOURCES[family].fix)
+    counts = {"items": len(getattr(task, "pairs", None) or getattr(task, "items", None) or getattr(task, "examples", None) or getattr(task, "tests", None) or [])}
+    for split, rows in (getattr(task, "sentiment", None) or {}).items():
+        counts[f"sentiment_{split}"] = len(rows)
+    return TaskCheck(task_id, task.source, counts=counts)
+
+
 BIAS_GROUPS = [
     {"name": "crows_pairs", "title": "CrowS-Pairs", "tasks": ["bias/crows_pairs", "bias/toy/crows_pairs"]},
     {"name": "stereoset", "title": "StereoSet ss", "tasks": ["bias/stereoset", "bias/toy/stereoset"]},
@@ -293,5 +307,5 @@ register_suite(
     "bias", title="Language-model bias", rule="mean_of_tasks", group_columns=True,
     caption="Bias probes: CrowS-Pairs % stereotype and StereoSet ss (best 50), BBQ ambiguous bias score (best 0), "
             "sentiment-fairness largest group gap (best 0); different metrics meet only as mean z-scores of their goodness",
-    groups=BIAS_GROUPS,
+    groups=BIAS_GROUPS, check_data=check_bias_data,
 )

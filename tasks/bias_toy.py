@@ -30,6 +30,7 @@ UNRELATED = ["purple", "wooden", "frozen", "salty"]
 POSITIVE = ["wonderful", "great", "lovely", "excellent"]
 NEGATIVE = ["awful", "terrible", "boring", "horrible"]
 NEUTRAL = ["long", "ordinary", "average", "plain"]
+BBQ_CATEGORIES = {"gender": "Gender_identity", "race": "Race_ethnicity", "religion": "Religion"}  # BBQ's own category names
 NAMES = {("gender", "female"): ["Maria", "Anna", "Emma"], ("gender", "male"): ["John", "Peter", "Tom"],
          ("religion", "muslim"): ["Ahmed", "Fatima"], ("religion", "christian"): ["Paul", "Mary"]}
 
@@ -103,7 +104,7 @@ def _bbq() -> list[dict]:
                         context += f" Only the one of the {b} was {adj}."
                         label = 1
                     rows.append({"example_id": n, "question_index": "1", "question_polarity": polarity, "context_condition": condition,
-                                 "category": attr, "answer_info": {"ans0": [f"the {a}", a], "ans1": [f"the {b}", b], "ans2": ["Unknown", "unknown"]},
+                                 "category": BBQ_CATEGORIES[attr], "answer_info": {"ans0": [f"the {a}", a], "ans1": [f"the {b}", b], "ans2": ["Unknown", "unknown"]},
                                  "additional_metadata": {"subcategory": "None", "stereotyped_groups": [a], "version": "toy", "source": "bob"},
                                  "context": context, "question": f"Who was {adj}?", "ans0": f"The {a}", "ans1": f"The {b}", "ans2": "Unknown", "label": label})
                     n += 1

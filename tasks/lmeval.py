@@ -46,11 +46,12 @@ def _lm_eval():
 
 @functools.lru_cache(maxsize=4)
 def task_manager(include_path: str | None = None):
-    """lm-eval's task index (a few seconds to build: once per process and include path)."""
+    """lm-eval's task index: all of lm-eval's tasks (seconds to build: once per process), or only bob's local
+    task YAML in ``include_path`` (it ``include:``s the original by path, so lm-eval's index is not needed)."""
     _lm_eval()
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=include_path) if include_path else TaskManager()
+    return TaskManager(include_path=include_path, include_defaults=False) if include_path else TaskManager()
 
 
 def parse(name: str) -> tuple[str, dict[str, str]]:
@@ -185,7 +186,7 @@ class LMEvalTask(LMTask):
 
     def __init__(self, name: str, lm_task: str, include_path: str | None, limit: float | None = None):
         super().__init__(name=name, kind=LM_PROBE, group="lmeval", num_classes=0, loaders={}, metric="", tune_splits=None,
-                         final_splits=("", "test"), hflip_ok=False, source=f"lm-eval {lm_task}", accepts=("lm_zeroshot", "lm_fewshot"))
+                         final_splits=("", "test"), hflip_ok=False, source=f"lm-eval {lm_task}")
         self.lm_task, self.include_path = lm_task, include_path
         self.declared: dict[str, dict] = {}
 
@@ -217,8 +218,20 @@ def _resolve(name: str) -> Entry:
         include, run_task = (local_task_yaml(task, Path(data), options.get("split")) if data else (None, task))
         return LMEvalTask(name, run_task, include)
 
+    def prefetch(task_id, data_root, override, open_images=False):
+        """Download the task's dataset into the Hugging Face datasets cache (a login node with internet)."""
+        from .suites import TaskCheck
+
+        try:
+            made = factory(data_root, {task_id: override} if override else {})
+            task_manager(made.include_path).load_task_or_group([made.lm_task])
+        except Exception as exc:  # a dataset that cannot be fetched: reported, the other items go on
+            return TaskCheck(task_id, None, problems=[str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__],
+                             fix=f"run `bob prefetch` where huggingface.co is reachable, or give a local file: lmeval:{task}?data=FILE")
+        return TaskCheck(task_id, f"lm-eval {made.lm_task}", counts={})
+
     factory.__module__ = __name__
-    return Entry(name, factory, {"kind": LM_PROBE, "group": "lmeval", "methods": ["lm_zeroshot", "lm_fewshot"],
+    return Entry(name, factory, {"kind": LM_PROBE, "group": "lmeval", "methods": ["lm_zeroshot", "lm_fewshot"], "prefetch": prefetch,
                                  "methods_why": "lm-eval tasks are evaluated zero- or few-shot (num_fewshot)",
                                  "description": f"lm-eval task {task}"})
 

@@ -364,3 +364,46 @@ hparams:
     assert "best at 50" in methodology
     tables = "\n".join(p.read_text() for p in board.rglob("*.md"))
     assert "CrowS-Pairs" in tables and "Sentiment fairness" in tables
+
+
+def test_sentiment_files_in_sst5_ptb_csv_and_three_class_forms(tmp_path):
+    from tasks.bias_data import read_sentiment
+
+    ptb = tmp_path / "train.txt"
+    ptb.write_text("(4 (2 A) (4 (4 lovely) (2 film)))\n(0 (1 awful))\n(2 (2 It) (2 exists))\n")
+    assert [(t.text, t.label) for t in read_sentiment(ptb)] == [("A lovely film", 2), ("awful", 0), ("It exists", 1)]
+    csv = tmp_path / "dev.csv"
+    csv.write_text("text,label\ngood,positive\nmeh,neutral\nbad,negative\n")
+    assert [t.label for t in read_sentiment(csv)] == [2, 1, 0]
+    five = tmp_path / "test.jsonl"
+    five.write_text("\n".join(json.dumps({"text": str(i), "label": i}) for i in range(5)) + "\n")
+    assert [t.label for t in read_sentiment(five)] == [0, 0, 1, 2, 2]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nx,1\n")
+    with pytest.raises(BobError) as exc:
+        read_sentiment(bad)
+    assert "text" in _one_line(exc) and str(bad) in str(exc.value)
+
+
+def test_data_verify_bias_reads_each_task_like_a_run(tmp_path, toy_root):
+    r = run_bob("data", "verify", "bias", "--root", str(toy_root))
+    assert "bias/crows_pairs" in r.stdout and "ready" in r.stdout
+    assert "bias/toy/crows_pairs" in r.stdout
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
+    (toy_root / "bias" / "stereoset" / "dev.json").rename(toy_root / "dev.json.bak")
+    try:
+        r = run_bob("data", "verify", "bias", "--root", str(toy_root))
+        assert r.returncode == 1 and "moinnadeem/StereoSet" in r.stdout
+    finally:
+        (toy_root / "dev.json.bak").rename(toy_root / "bias" / "stereoset" / "dev.json")
+
+
+@pytest.mark.slow
+def test_lmeval_bbq_runs_offline_zero_and_few_shot(lm_folders, toy_root):
+    data = toy_root / "bias" / "bbq" / "Toy.jsonl"
+    backbone = f"hf:{lm_folders['llama']}"
+    zero = ok(cell(backbone, "lm_zeroshot", f"lmeval:bbq?data={data}", bootstrap_iters=50))
+    assert {"acc", "acc_stderr", "amb_bias_score", "disamb_bias_score"} <= set(zero["metrics"])
+    assert zero["metric_specs"]["amb_bias_score"]["target"] == 0 and zero["primary_metric"]["name"] == "amb_bias_score"
+    few = ok(cell(backbone, "lm_fewshot", f"lmeval:bbq?data={data}", k=1, limit=8, bootstrap_iters=50))
+    assert few["protocol"]["num_fewshot"] == 1 and few["protocol"]["limit"] == 8
