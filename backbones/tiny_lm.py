@@ -107,27 +107,16 @@ def write_tiny_lm(arch: str, folder: Path, lines: list[str]) -> None:
 
 def ensure_tiny_lm(arch: str) -> Path:
     """The model folder, written once (atomically: a half-written folder is never visible)."""
-    import shutil
-    import tempfile
-
+    from harness.atomic import generated_folder
     from tasks.bias_toy import ensure_toy_data, read_corpus
 
+    if arch not in ARCHS:
+        raise BobError(f"unknown tiny LM architecture {arch!r}; known: {', '.join(ARCHS)}")
     folder = tiny_lm_root() / arch
     if (folder / "config.json").is_file():
         return folder
     lines = read_corpus(ensure_toy_data())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=folder.parent))
-    try:
-        write_tiny_lm(arch, tmp, lines)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return generated_folder(folder, "config.json", lambda tmp: write_tiny_lm(arch, tmp, lines), f"tiny LM {arch}")
 
 
 def _factory(arch: str):

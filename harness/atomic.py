@@ -67,3 +67,32 @@ def _fsync_dir(folder: Path) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def generated_folder(root: Path | str, marker: str, write: Callable[[Path], None], what: str) -> Path:
+    """A generated folder (a synthetic dataset, a tiny model), written once: ``write(tmp)`` fills a
+    temporary sibling that is renamed into place, so a reader never sees a half-written folder and
+    concurrent writers (SLURM array tasks) race harmlessly. ``marker``: a file that exists when done."""
+    import os
+    import shutil
+    import tempfile
+
+    from .errors import BobError
+
+    root = Path(root)
+    if (root / marker).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, root)  # another process may have won the race: its copy is identical
+        except OSError:
+            if not (root / marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not (root / marker).is_file():
+        raise BobError(f"could not write the generated {what} into {root}")
+    return root

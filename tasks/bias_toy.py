@@ -17,7 +17,6 @@ import os
 import random
 from pathlib import Path
 
-from harness.errors import BobError
 from harness.registry import TASKS
 
 from . import bias as bias_tasks
@@ -146,26 +145,9 @@ def write_toy_data(root: Path) -> None:
 
 def ensure_toy_data() -> Path:
     """The generated data root (``bias/...`` + ``corpus.txt``), written once, atomically."""
-    import shutil
-    import tempfile
+    from harness.atomic import generated_folder
 
-    root = toy_root()
-    if (root / "corpus.txt").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bias-toy-", dir=root.parent))
-    try:
-        write_toy_data(tmp)
-        try:
-            os.replace(tmp, root)  # a concurrent writer may have won: its copy is identical
-        except OSError:
-            if not (root / "corpus.txt").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not (root / "corpus.txt").is_file():
-        raise BobError(f"could not write the generated bias data into {root}")
-    return root
+    return generated_folder(toy_root(), "corpus.txt", write_toy_data, "bias data")
 
 
 TOY_DESCRIPTIONS = {"crows_pairs": "generated CrowS-Pairs CSV (18 pairs, 3 bias types)", "bbq": "generated BBQ jsonl (48 questions)",

@@ -15,7 +15,6 @@ import math
 import os
 from pathlib import Path
 
-from harness.errors import BobError
 from harness.registry import TASKS
 from harness.types import DETECTION
 
@@ -106,27 +105,13 @@ def _write_split(root: Path, split: str, seed: int) -> dict:
 
 def ensure_shapes_dataset() -> Path:
     """The generated set's folder (``{train,val}.json`` + ``{train,val}/*.png``), written once, atomically."""
-    import shutil
-    import tempfile
+    from harness.atomic import generated_folder
 
-    root = shapes_root()
-    if (root / "val.json").is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".lvis-shapes-", dir=root.parent))
-    try:
+    def write(tmp: Path) -> None:
         for seed, split in enumerate(SPLITS):
             (tmp / f"{split}.json").write_text(json.dumps(_write_split(tmp, split, seed)))
-        try:
-            os.replace(tmp, root)  # another process may have won the race: its copy is identical
-        except OSError:
-            if not (root / "val.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not (root / "val.json").is_file():
-        raise BobError(f"could not write the generated lvis/shapes dataset into {root}")
-    return root
+
+    return generated_folder(shapes_root(), "val.json", write, "lvis/shapes dataset")
 
 
 def shapes_task(data_root=None, **_):
