@@ -35,7 +35,8 @@ def train_tokenizer(lines: list[str], vocab_size: int = VOCAB):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
     tok.train_from_iterator(lines, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                                    pad_token="<|endoftext|>")
@@ -92,8 +93,10 @@ def write_tiny_lm(arch: str, folder: Path, lines: list[str]) -> None:
     import json
 
     import torch
-    import transformers
 
+    from .hf_lm import _transformers
+
+    transformers = _transformers()  # quiet: no per-file progress bars
     tokenizer = train_tokenizer(lines)
     config = make_config(arch, len(tokenizer), tokenizer.eos_token_id)
     torch.manual_seed(0)
@@ -116,6 +119,9 @@ def ensure_tiny_lm(arch: str) -> Path:
     if (folder / "config.json").is_file():
         return folder
     lines = read_corpus(ensure_toy_data())
+    import sys
+
+    print(f"writing the tiny LM tinylm:{arch} into {folder} (once; ~15 s on a CPU)", file=sys.stderr)
     return generated_folder(folder, "config.json", lambda tmp: write_tiny_lm(arch, tmp, lines), f"tiny LM {arch}")
 
 

@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "transformers", "peft", "lvis", "pycocotools", "numpy", "scikit-learn", "pillow", "bob-harness")
+PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "transformers", "tokenizers", "peft", "lm_eval", "datasets", "lvis", "pycocotools", "numpy",
+            "scikit-learn", "pillow", "bob-harness")
 
 
 def harness_version() -> str:
