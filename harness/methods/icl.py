@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BobError, NonFiniteLossError
+from ..errors import NonFiniteLossError
 from ..registry import register_method
 from ..types import ICL_REGRESSION
 from .base import Method, MethodResult
