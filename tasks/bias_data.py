@@ -9,8 +9,10 @@ naming the file, the row and the fix.
   unrelated; intrasentence contexts hold ``BLANK``).
 - Czarnowska et al. (2021) sentiment fairness tests: TSV with label, category, group, text.
 - Sentiment sets: SST-5 as jsonl / csv / tsv (text + label 0-4 or label names) or the original PTB
-  trees (``(3 (2 It) ...)``), SemEval-2018 valence-style files, or any 3-class file (negative,
-  neutral, positive). Five-point labels map to three: 0-1 negative, 2 neutral, 3-4 positive.
+  trees (``(3 (2 It) ...)``), SemEval-2018 V-oc files (text + label -3..3; the released tsv's
+  "Tweet" / "Intensity Class" columns), or any 3-class file (negative, neutral, positive).
+  Five-point labels map to three: 0-1 negative, 2 neutral, 3-4 positive; valence: < 0 negative,
+  0 neutral, > 0 positive.
 """
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ def _exists(path: Path, what: str, fix: str) -> Path:
 
 def _table(path: Path, required: tuple[str, ...], what: str, delimiter: str | None = None) -> list[dict]:
     """Rows of a CSV/TSV file as dicts; a missing required column is a one-line error."""
-    delimiter = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    delimiter = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") or "\t" in first else ",")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -200,23 +204,42 @@ class LabelledText:
     group: str = ""
 
 
-def parse_label(value: str, origin: str, five_point: bool | None) -> int:
+def parse_label(value: str, origin: str, scale: str | None) -> int:
+    """A label in one of the scales: ``three`` (negative/neutral/positive or 0-2), ``five`` (SST-5's 0-4 or
+    its names) or ``valence`` (SemEval-2018 V-oc's -3..3: below 0 negative, 0 neutral, above 0 positive)."""
     v = str(value).strip().lower()
-    if v in SENTIMENT_CLASSES and not five_point:
+    if v in SENTIMENT_CLASSES and scale != "five":
         return SENTIMENT_CLASSES.index(v)
     if v in _FIVE:
         return _five_to_three(_FIVE[v])
     try:
-        number = int(float(v))
+        number = int(float(v.split(":")[0]))  # SemEval writes "-2: moderately negative emotional state can be inferred"
     except ValueError:
-        raise BobError(f"{origin}: label {value!r} is not a sentiment label (negative/neutral/positive, 0-2, or SST-5's 0-4)") from None
-    if five_point or number > 2:
+        raise BobError(f"{origin}: label {value!r} is not a sentiment label (negative/neutral/positive, 0-2, SST-5's 0-4 or SemEval's -3..3)") from None
+    if scale == "valence":
+        return 0 if number < 0 else (1 if number == 0 else 2)
+    if scale == "five":
         if not 0 <= number <= 4:
             raise BobError(f"{origin}: label {number} is outside SST-5's 0-4")
         return _five_to_three(number)
-    if number < 0:  # SemEval-2018 valence ordinal classification: -3..3
-        return 0
+    if not 0 <= number <= 2:
+        raise BobError(f"{origin}: label {number} is outside 0-2 (negative, neutral, positive)")
     return number
+
+
+def label_scale(labels: set[str]) -> str:
+    """Which scale a file's labels are on: negative numbers -> valence, a 3 or 4 -> SST-5's five points."""
+    numbers = set()
+    for v in labels:
+        try:
+            numbers.add(int(float(v.split(":")[0])))
+        except ValueError:
+            continue
+    if any(n < 0 for n in numbers):
+        return "valence"
+    if numbers & {3, 4} or labels & {"very negative", "very positive"}:
+        return "five"
+    return "three"
 
 
 def _five_to_three(label: int) -> int:
@@ -242,17 +265,15 @@ def read_sentiment(path: Path) -> list[LabelledText]:
     if suffix in (".jsonl", ".json"):
         rows = [(doc, origin) for doc, origin in read_jsonl(path)]
     else:
-        rows = [(r, f"{path}:{i}") for i, r in enumerate(_table(path, ("text", "label"), "sentiment"), start=2)]
-    five = None
-    labels = {str(doc.get("label", "")).strip() for doc, _ in rows}
-    if labels and labels <= {"0", "1", "2", "3", "4"} and labels & {"3", "4"}:
-        five = True
+        aliases = {"Tweet": "text", "sentence": "text", "Intensity Class": "label"}  # SemEval-2018 V-oc's released tsv
+        rows = [({aliases.get(k, k): v for k, v in r.items()}, f"{path}:{i}") for i, r in enumerate(_table(path, (), "sentiment"), start=2)]
+    scale = label_scale({str(doc.get("label", "")).strip().lower() for doc, _ in rows})
     out = []
     for doc, origin in rows:
         if "text" not in doc or "label" not in doc:
             missing = [k for k in ("text", "label") if k not in doc]
             raise BobError(f"{origin}: sentiment example is missing {', '.join(missing)}; each needs text and label")
-        out.append(LabelledText(str(doc["text"]), parse_label(doc["label"], origin, five)))
+        out.append(LabelledText(str(doc["text"]), parse_label(doc["label"], origin, scale)))
     if not out:
         raise BobError(f"{path}: no examples")
     return out
@@ -263,7 +284,7 @@ def read_fairness_tsv(path: Path) -> list[LabelledText]:
     path = _exists(path, "sentiment fairness", "give the TSV of templated sentences (columns label, category, group, text)")
     out = []
     for i, r in enumerate(_table(path, ("label", "category", "group", "text"), "sentiment fairness", delimiter="\t"), start=2):
-        out.append(LabelledText(r["text"], parse_label(r["label"], f"{path}:{i}", None), r["category"], r["group"]))
+        out.append(LabelledText(r["text"], parse_label(r["label"], f"{path}:{i}", "three"), r["category"], r["group"]))
     if not out:
         raise BobError(f"{path}: no sentences")
     return out

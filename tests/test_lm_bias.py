@@ -378,8 +378,13 @@ def test_sentiment_files_in_sst5_ptb_csv_and_three_class_forms(tmp_path):
     five = tmp_path / "test.jsonl"
     five.write_text("\n".join(json.dumps({"text": str(i), "label": i}) for i in range(5)) + "\n")
     assert [t.label for t in read_sentiment(five)] == [0, 0, 1, 2, 2]
+    semeval = tmp_path / "2018-Valence-oc-En-train.txt"  # the released V-oc file is a tsv
+    semeval.write_text("ID\tTweet\tAffect Dimension\tIntensity Class\n1\tyay\tvalence\t3: very positive mental state can be inferred\n"
+                       "2\tmeh\tvalence\t0: neutral or mixed emotional state can be inferred\n3\tugh\tvalence\t-2: moderately negative\n"
+                       "4\tok\tvalence\t1: slightly positive\n")
+    assert [t.label for t in read_sentiment(semeval)] == [2, 1, 0, 2]
     bad = tmp_path / "bad.csv"
-    bad.write_text("sentence,label\nx,1\n")
+    bad.write_text("review,label\nx,1\n")
     with pytest.raises(BobError) as exc:
         read_sentiment(bad)
     assert "text" in _one_line(exc) and str(bad) in str(exc.value)
