@@ -116,14 +116,16 @@ def static_meta(name: str) -> dict[str, Any]:
 
 class CausalLMBackbone(Backbone):
     """A causal LM: ``model`` is the ``transformers`` model (built on first use), ``tokenizer`` its
-    tokenizer, ``max_length`` its context. ``preprocess`` is None (no images)."""
+    tokenizer, ``max_length`` its context (from the built model's config). ``preprocess`` is None."""
 
-    def __init__(self, name: str, meta: dict, cache_key: str, build, load_tokenizer, max_length: int, dtype: str):
+    def __init__(self, name: str, meta: dict, cache_key: str, build, load_tokenizer):
         super().__init__(name=name, meta=meta, preprocess=None, cache_key=cache_key, build=build)
         self._load_tokenizer = load_tokenizer
         self._tokenizer = None
-        self.max_length = max_length
-        self.dtype = dtype
+
+    @property
+    def max_length(self) -> int:
+        return context_length(self.model.config.to_dict()) or 2048  # 2048: lm-eval's default when a config names none
 
     @property
     def tokenizer(self):
@@ -216,8 +218,6 @@ def load_causal_lm(name: str, weights: str = "pretrained", seed: int = 0, displa
         rw = resolve_weights(weights, seed, name, meta, locate, f"`huggingface-cli download {model_id}`", "a save_pretrained folder or a .safetensors/.bin state dict")
     meta.update(rw.meta)
     dtype_name = options.get("dtype", "float32")
-    config = _read_config(model_id)
-    max_length = context_length(config) or 2048
 
     def build():
         import torch
@@ -242,9 +242,8 @@ def load_causal_lm(name: str, weights: str = "pretrained", seed: int = 0, displa
                 "context_length": context_length(cfg.to_dict()), "hidden_size": getattr(cfg, "hidden_size", None)}
 
     meta["_measure"] = measure
-    backbone = CausalLMBackbone(display_name or name, meta, f"hf:{model_id}|{rw.weights_id}|{dtype_name}", build,
-                                lambda: load_tokenizer(model_id, options.get("tokenizer"), offline=not online), max_length, dtype_name)
-    return backbone
+    return CausalLMBackbone(display_name or name, meta, f"hf:{model_id}|{rw.weights_id}|{dtype_name}", build,
+                            lambda: load_tokenizer(model_id, options.get("tokenizer"), offline=not online))
 
 
 def _read_state_dict(file: str) -> dict:

@@ -56,6 +56,7 @@ class LMResult:
     primary: str
     protocol: dict[str, Any] = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
+    metric_specs: dict[str, dict] = field(default_factory=dict)  # declarations known only from the run (lm-eval's)
 
 
 @dataclass
@@ -97,10 +98,10 @@ class BBQTask(LMTask):
     items: list = field(default_factory=list)
 
     def evaluate(self, scorer, hp, ctx, fewshot=0) -> LMResult:
-        rng = random.Random(ctx.seed)
+        rng, n = random.Random(ctx.seed), len(self.items)
         prefixes = []
-        for i in range(len(self.items)):
-            shots = rng.sample([j for j in range(len(self.items)) if j != i], min(fewshot, len(self.items) - 1)) if fewshot else []
+        for i in range(n):  # k other items: a draw from the n - 1 others (not a list of them: BBQ has 58k items)
+            shots = [j + (j >= i) for j in rng.sample(range(n - 1), min(fewshot, n - 1))] if fewshot else []
             prefixes.append("".join(f"{bbq_prompt(self.items[j])} {self.items[j].answers[self.items[j].label]}\n\n" for j in shots))
         requests = [(prefixes[i] + bbq_prompt(it), " " + a) for i, it in enumerate(self.items) for a in it.answers]
         lls = np.array([ll for ll, _, _ in scorer.loglikelihood(requests, desc=f"{self.name} answers")]).reshape(len(self.items), 3)
@@ -263,8 +264,8 @@ DESCRIPTIONS = {"crows_pairs": "CrowS-Pairs (1,508 sentence pairs, 9 bias types)
                                       "(soft prompt / LoRA / in-context): accuracy, TPR/FPR gaps per group"}
 
 
-def task_meta(family: str, group: str, suite: str | None = "bias") -> dict:
-    return {"kind": LM_PROBE, "group": group, "suite": suite, "metric": FAMILY_PRIMARY[family], "metrics": FAMILY_METRICS[family],
+def task_meta(family: str, group: str) -> dict:
+    return {"kind": LM_PROBE, "group": group, "suite": "bias", "metric": FAMILY_PRIMARY[family], "metrics": FAMILY_METRICS[family],
             "methods": list(FAMILY_METHODS[family]), "methods_why": FAMILY_WHY[family], "description": DESCRIPTIONS[family]}
 
 

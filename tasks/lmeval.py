@@ -114,37 +114,34 @@ def _strip_functions(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if "!function" not in line)
 
 
-class _BobLMFactory:
-    """Builds the lm-eval LM class lazily (importing lm_eval costs seconds)."""
+@functools.lru_cache(maxsize=1)
+def bob_lm_class():
+    """``BobLM``, built on first use (importing lm_eval costs seconds)."""
+    from lm_eval.api.model import LM
 
-    @staticmethod
-    @functools.lru_cache(maxsize=1)
-    def cls():
-        from lm_eval.api.model import LM
+    class BobLM(LM):
+        """lm-eval's model interface on a bob ``LMScorer``."""
 
-        class BobLM(LM):
-            """lm-eval's model interface on a bob ``LMScorer``."""
+        def __init__(self, scorer):
+            super().__init__()
+            self.scorer = scorer
 
-            def __init__(self, scorer):
-                super().__init__()
-                self.scorer = scorer
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return [(ll, greedy) for ll, greedy, _ in self.scorer.loglikelihood([r.args for r in requests], desc="lm-eval log-likelihood")]
 
-            def loglikelihood(self, requests, disable_tqdm: bool = False):
-                return [(ll, greedy) for ll, greedy, _ in self.scorer.loglikelihood([r.args for r in requests], desc="lm-eval log-likelihood")]
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return self.scorer.rolling_loglikelihood([r.args[0] for r in requests])
 
-            def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-                return self.scorer.rolling_loglikelihood([r.args[0] for r in requests])
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            out = []
+            for r in requests:
+                context, kwargs = r.args
+                until = kwargs.get("until") or [self.scorer.tokenizer.eos_token or "\n\n"]
+                until = [until] if isinstance(until, str) else list(until)
+                out.append(self.scorer.generate([context], until, int(kwargs.get("max_gen_toks", 64)))[0])
+            return out
 
-            def generate_until(self, requests, disable_tqdm: bool = False):
-                out = []
-                for r in requests:
-                    context, kwargs = r.args
-                    until = kwargs.get("until") or [self.scorer.tokenizer.eos_token or "\n\n"]
-                    until = [until] if isinstance(until, str) else list(until)
-                    out.append(self.scorer.generate([context], until, int(kwargs.get("max_gen_toks", 64)))[0])
-                return out
-
-        return BobLM
+    return BobLM
 
 
 def flatten_results(results: dict, task: str) -> tuple[dict[str, float], dict[str, dict], str]:
@@ -188,7 +185,6 @@ class LMEvalTask(LMTask):
         super().__init__(name=name, kind=LM_PROBE, group="lmeval", num_classes=0, loaders={}, metric="", tune_splits=None,
                          final_splits=("", "test"), hflip_ok=False, source=f"lm-eval {lm_task}")
         self.lm_task, self.include_path = lm_task, include_path
-        self.declared: dict[str, dict] = {}
 
     def evaluate(self, scorer, hp, ctx, fewshot=0) -> LMResult:
         import logging
@@ -196,17 +192,17 @@ class LMEvalTask(LMTask):
         from lm_eval import simple_evaluate
 
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        model = _BobLMFactory.cls()(scorer)
+        model = bob_lm_class()(scorer)
         results = simple_evaluate(model=model, tasks=[self.lm_task], num_fewshot=fewshot, limit=hp.get("limit"), log_samples=True,
                                   task_manager=task_manager(self.include_path), bootstrap_iters=int(hp.get("bootstrap_iters") or 1000),
                                   random_seed=ctx.seed, numpy_random_seed=ctx.seed, torch_random_seed=ctx.seed, fewshot_random_seed=ctx.seed)
-        metrics, self.declared, primary = flatten_results(results, self.lm_task)
+        metrics, specs, primary = flatten_results(results, self.lm_task)
         import lm_eval
 
         protocol = {"lm_eval_version": lm_eval.__version__, "lm_eval_task": self.lm_task, "num_fewshot": fewshot, "limit": hp.get("limit"),
                     "configs": _json_safe(results.get("configs", {})), "versions": _json_safe(results.get("versions", {}))}
         samples = _json_safe(results.get("samples", {}))
-        return LMResult(metrics, primary, protocol, samples)
+        return LMResult(metrics, primary, protocol, samples, metric_specs=specs)
 
 
 def _resolve(name: str) -> Entry:

@@ -8,7 +8,7 @@
   virtual-token positions that a prompt-tuned model's logits include.
 - ``lm_lora``: ``peft`` LoRA on the same objective.
 
-The two trained methods share one recipe (:func:`train_verbalized`) on the one training loop
+The two trained methods share one recipe (``_VerbalizedPEFT.train``) on the one training loop
 (``finetune.fit``), search the learning rate on the validation split, then repeat the chosen
 configuration ``runs`` times with different seeds and report each metric's mean and 95% t-interval
 (``<metric>_ci95``): Tian et al. (2023)'s point that one prompt's fairness numbers vary from run to run.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -58,15 +58,13 @@ def mean_and_interval(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _finish(task, res, protocol: dict, ctx, adaptation: dict | None = None, curves: dict | None = None) -> MethodResult:
+def _finish(res, protocol: dict, adaptation: dict | None = None, curves: dict | None = None) -> MethodResult:
     return MethodResult(res.metrics, res.primary, {**res.protocol, **protocol}, curves=curves or {}, adaptation=adaptation or {},
-                        artifacts={"samples.json": res.samples} if res.samples else {}, metric_specs=dict(getattr(task, "declared", {}) or {}))
+                        artifacts={"samples.json": res.samples} if res.samples else {}, metric_specs=dict(getattr(res, "metric_specs", {}) or {}))
 
 
-def _on_device(backbone, ctx):
-    model = backbone.model
-    model.to(ctx.device)
-    return model
+def _on_device(backbone, ctx) -> None:
+    backbone.model.to(ctx.device)
 
 
 @register_method
@@ -77,75 +75,30 @@ class LMZeroShot(Method):
     defaults = dict(LM_COMMON)
     backbone_requires = REQUIRES
 
-    def run(self, backbone, task, hparams, ctx) -> MethodResult:
-        _on_device(backbone, ctx)
-        t0 = time.perf_counter()
-        res = task.evaluate(backbone.scorer(ctx.device, hparams["batch_size"]), hparams, ctx, fewshot=0)
-        ctx.add_time("eval", time.perf_counter() - t0)
-        return _finish(task, res, {"selected_on": None, "adaptation": "none"}, ctx)
-
-
-@register_method
-class LMFewShot(Method):
-    name = "lm_fewshot"
-    kinds = (LM_PROBE,)
-    description = "k in-context examples (seeded by the cell's seed) before each item"
-    defaults = {**LM_COMMON, "k": 5}
-    backbone_requires = REQUIRES
+    def shots(self, hparams) -> int:
+        return 0
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
+        k = self.shots(hparams)
         _on_device(backbone, ctx)
-        k = int(hparams["k"])
-        if k < 1:
-            raise BobError(f"lm_fewshot: k must be at least 1 (got {k}); use lm_zeroshot for k = 0")
         t0 = time.perf_counter()
         res = task.evaluate(backbone.scorer(ctx.device, hparams["batch_size"]), hparams, ctx, fewshot=k)
         ctx.add_time("eval", time.perf_counter() - t0)
-        return _finish(task, res, {"selected_on": None, "adaptation": f"{k}-shot in context", "fewshot_seed": ctx.seed}, ctx)
+        protocol = {"selected_on": None, "adaptation": f"{k}-shot in context" if k else "none"}
+        return _finish(res, {**protocol, "fewshot_seed": ctx.seed} if k else protocol)
 
 
-def train_verbalized(backbone, task, hp: dict, ctx, wrap: Callable[[Any], tuple[Any, int]], seed: int, tag: str):
-    """Train ``wrap(base model) -> (peft model, virtual tokens)`` on the task's training split with the
-    verbalizer's cross-entropy; returns (scorer on the adapted model, curve, report, unwrap)."""
-    import torch
+@register_method
+class LMFewShot(LMZeroShot):
+    name = "lm_fewshot"
+    description = "k in-context examples (seeded by the cell's seed) before each item"
+    defaults = {**LM_COMMON, "k": 5}
 
-    from .finetune import fit
-
-    train = task.split("train")
-    words = task.verbalizer(hp)
-    base = backbone.model
-    base_digest = state_digest(base)
-    torch.manual_seed(seed)
-    model, n_virtual = wrap(base)
-    model.to(ctx.device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    scorer = backbone.scorer(ctx.device, hp["batch_size"], model=model, prefix_tokens=n_virtual)
-    token_ids = scorer.label_token_ids(words)
-    prompts = [task.prompt(t.text, hp) for t in train]
-    labels = torch.tensor([t.label for t in train])
-    bs = int(hp["batch_size"])
-
-    def make_loader(epoch, generator):
-        order = torch.randperm(len(prompts), generator=generator).tolist()
-        for s in range(0, len(order), bs):
-            idx = order[s : s + bs]
-            yield [prompts[i] for i in idx], labels[idx]
-
-    def loss_of(batch, forward):
-        texts, y = batch
-        logits = scorer.last_position_logits(texts, token_ids, grad=True, desc=f"{task.name} train")
-        return torch.nn.functional.cross_entropy(logits, y.to(logits.device)), len(texts)
-
-    opt = torch.optim.AdamW(trainable, lr=float(hp["lr"]), weight_decay=float(hp["wd"]))
-    steps = math.ceil(len(prompts) / bs)
-    curve, seen, fit_s, amp = fit(model, trainable, opt, make_loader, loss_of, hp, _seeded(ctx, seed), None, steps,
-                                  desc=f"{tag} {task.name}", set_train_mode=model.eval, metric_prefix=tag)
-    ctx.add_time("fit", fit_s)
-    report = {"trainable_params": int(sum(p.numel() for p in trainable)), "trainable_tensors": names[:20],
-              "total_params": int(sum(p.numel() for p in base.parameters())) + int(sum(p.numel() for p in trainable)),
-              "base_state_sha256_before": base_digest, "examples_seen": seen, "amp": amp, "virtual_tokens": n_virtual}
-    return scorer, model, curve, report
+    def shots(self, hparams) -> int:
+        k = int(hparams["k"])
+        if k < 1:
+            raise BobError(f"lm_fewshot: k must be at least 1 (got {k}); use lm_zeroshot for k = 0")
+        return k
 
 
 class _seeded:
@@ -166,23 +119,63 @@ class _VerbalizedPEFT(Method):
     backbone_requires = REQUIRES
 
     def wrap(self, base, hp, tokenizer) -> tuple[Any, int]:  # pragma: no cover
+        """(peft model around ``base``, number of virtual tokens its logits start with)."""
         raise NotImplementedError
 
     def unwrap(self, model) -> None:
         """Give the backbone back unchanged for the next run."""
+
+    def train(self, backbone, task, hp: dict, ctx, seed: int):
+        """Train the wrapped model on the task's training split with the verbalizer's cross-entropy, on
+        the one training loop; returns (scorer on the adapted model, the model, curve, report)."""
+        import torch
+
+        from .finetune import fit
+
+        train = task.split("train")
+        base = backbone.model
+        base_digest = state_digest(base)
+        torch.manual_seed(seed)
+        model, n_virtual = self.wrap(base, hp, backbone.tokenizer)
+        model.to(ctx.device)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        scorer = backbone.scorer(ctx.device, hp["batch_size"], model=model, prefix_tokens=n_virtual)
+        token_ids = scorer.label_token_ids(task.verbalizer(hp))
+        prompts = [task.prompt(t.text, hp) for t in train]
+        labels = torch.tensor([t.label for t in train])
+        bs = int(hp["batch_size"])
+
+        def make_loader(epoch, generator):
+            order = torch.randperm(len(prompts), generator=generator).tolist()
+            for s in range(0, len(order), bs):
+                idx = order[s : s + bs]
+                yield [prompts[i] for i in idx], labels[idx]
+
+        def loss_of(batch, forward):
+            texts, y = batch
+            logits = scorer.last_position_logits(texts, token_ids, grad=True, desc=f"{task.name} train")
+            return torch.nn.functional.cross_entropy(logits, y.to(logits.device)), len(texts)
+
+        opt = torch.optim.AdamW(trainable, lr=float(hp["lr"]), weight_decay=float(hp["wd"]))
+        curve, seen, fit_s, amp = fit(model, trainable, opt, make_loader, loss_of, hp, _seeded(ctx, seed), None, math.ceil(len(prompts) / bs),
+                                      desc=f"{self.name} {task.name}", set_train_mode=model.eval, metric_prefix=self.name)
+        ctx.add_time("fit", fit_s)
+        report = {"trainable_params": int(sum(p.numel() for p in trainable)),
+                  "trainable_tensors": [n for n, p in model.named_parameters() if p.requires_grad][:20],
+                  "total_params": int(sum(p.numel() for p in model.parameters())),  # the base (LoRA injected into it) + a prompt encoder
+                  "base_state_sha256_before": base_digest, "examples_seen": seen, "amp": amp, "virtual_tokens": n_virtual}
+        return scorer, model, curve, report
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
         if not hasattr(task, "split"):
             raise BobError(f"{self.name} needs a task with a training split; {task.name} has none")
         _on_device(backbone, ctx)
         search = hparams.get("search") or {}
-        points = grid_points(search)
         seeds = [ctx.seed * 1000 + r for r in range(max(1, int(hparams["runs"])))]
         candidates, best = [], None
-        for point in points:  # choose on the sentiment validation split (first seed)
-            hp = {**hparams, **point}
-            scorer, model, curve, report = train_verbalized(backbone, task, hp, ctx, lambda b, hp=hp: self.wrap(b, hp, backbone.tokenizer), seeds[0], self.name)
-            val = task.accuracy(scorer, "val", hp)
+        for point in grid_points(search):  # choose on the sentiment validation split (first seed)
+            scorer, model, curve, report = self.train(backbone, task, {**hparams, **point}, ctx, seeds[0])
+            val = task.accuracy(scorer, "val", {**hparams, **point})
             candidates.append({**point, "val_acc": val})
             if best is None or val > best[0]:
                 if best is not None:
@@ -190,14 +183,13 @@ class _VerbalizedPEFT(Method):
                 best = (val, point, model, scorer, curve, report)
             else:
                 self.unwrap(model)
-        val, chosen, model, scorer, curve, report = best
+        _, chosen, model, scorer, curve, report = best
         hp = {**hparams, **chosen}
-        runs, curves, t0 = [], {"run0": curve}, time.perf_counter()
+        runs, curves, t0 = [], {"train": curve}, time.perf_counter()
         for r, seed in enumerate(seeds):
             if r > 0:
                 self.unwrap(model)
-                scorer, model, run_curve, _ = train_verbalized(backbone, task, hp, ctx, lambda b: self.wrap(b, hp, backbone.tokenizer), seed, self.name)
-                curves[f"run{r}"] = run_curve
+                scorer, model, curves[f"train_run{r}"], _ = self.train(backbone, task, hp, ctx, seed)
             res = task.evaluate(scorer, hp, ctx, fewshot=0)
             runs.append(res.metrics)
         ctx.add_time("eval", time.perf_counter() - t0)
@@ -206,7 +198,7 @@ class _VerbalizedPEFT(Method):
         res.metrics = mean_and_interval(runs)
         protocol = {"search_space": search, "candidates": candidates, "selected_on": "val" if search else None, "selected": chosen,
                     "runs": len(seeds), "run_seeds": seeds, "interval": "95% t-interval over runs (<metric>_ci95)" if len(seeds) > 1 else None}
-        return _finish(task, res, protocol, ctx, adaptation=report, curves={"train": curves.get("run0", []), **{f"train_{k}": v for k, v in curves.items() if k != "run0"}})
+        return _finish(res, protocol, adaptation=report, curves=curves)
 
 
 @register_method
