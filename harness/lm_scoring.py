@@ -123,21 +123,19 @@ class LMScorer:
         return np.array([ll / n for ll, _, n in self.loglikelihood(pairs, desc=desc)])
 
     def rolling_loglikelihood(self, texts: Sequence[str], desc: str = "rolling log-likelihood") -> list[float]:
-        """Log-likelihood of whole texts (lm-eval's ``loglikelihood_rolling``) in windows of the context size."""
+        """Log-likelihood of whole texts (lm-eval's ``loglikelihood_rolling``): disjoint windows of the
+        context size, each token predicted from as many preceding tokens as fit (BOS before the first)."""
         out = []
         for text in texts:
             tokens = self.encode(text)
-            total, start = 0.0, 0
-            window = self.room
-            while start < len(tokens):  # each window predicts its tokens from the previous ones (BOS first)
-                chunk = tokens[start : start + window]
-                context = [self.prefix_token_id] if start == 0 else tokens[max(0, start - 1) : start]
-                total += self._score_tokens(context, chunk)
-                start += len(chunk)
+            total = 0.0
+            for start in range(0, len(tokens), self.room):
+                total += self._score_tokens([self.prefix_token_id] + tokens[:start], tokens[start : start + self.room])
             out.append(total)
         return out
 
     def _score_tokens(self, context: list[int], continuation: list[int]) -> float:
+        """log p(continuation | the end of context that fits in the window)."""
         import torch
 
         row = (context + continuation)[-(self.room + 1):][:-1]

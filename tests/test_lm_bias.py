@@ -412,3 +412,24 @@ def test_lmeval_bbq_runs_offline_zero_and_few_shot(lm_folders, toy_root):
     assert zero["metric_specs"]["amb_bias_score"]["target"] == 0 and zero["primary_metric"]["name"] == "amb_bias_score"
     few = ok(cell(backbone, "lm_fewshot", f"lmeval:bbq?data={data}", k=1, limit=8, bootstrap_iters=50))
     assert few["protocol"]["num_fewshot"] == 1 and few["protocol"]["limit"] == 8
+
+
+def test_rolling_loglikelihood_uses_lm_evals_windows(lm_folders):
+    import torch
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    backbone = BACKBONES.get(f"hf:{lm_folders['gpt2']}").factory(weights="pretrained")
+    scorer = backbone.scorer("cpu")
+    short = "The film was lovely."
+    assert scorer.rolling_loglikelihood([short])[0] == pytest.approx(scorer.loglikelihood([("", short)])[0][0], abs=1e-4)
+    text = "The film was lovely and the monks are calm. " * 40
+    tokens = scorer.encode(text)
+    assert len(tokens) > 2 * scorer.max_length  # three windows, the last one partial
+    expected = 0.0
+    for context, target in map(make_disjoint_window, get_rolling_token_windows(token_list=tokens, prefix_token=scorer.prefix_token_id,
+                                                                               max_seq_len=scorer.max_length, context_len=1)):
+        row = (context + target)[:-1]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(backbone.model(input_ids=torch.tensor([row])).logits[0], dim=-1)
+        expected += float(logprobs[len(row) - len(target):].gather(1, torch.tensor(target)[:, None]).sum())
+    assert scorer.rolling_loglikelihood([text])[0] == pytest.approx(expected, rel=1e-5)
