@@ -18,6 +18,7 @@ from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, method
 from .errors import BobError
 from .metrics import MetricSpec
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
+from .atomic import atomic_write_bytes
 from .store import ResultStore, atomic_write_text
 
 HERE = Path(__file__).parent
@@ -61,7 +62,7 @@ def backbone_meta_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, sweeps: list[str], stamp: str) -> str:
+def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, sweeps: list[str], stamp: str, sections: list | None = None) -> str:
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     random_init = sorted(df.loc[df["weights_resolved"] == "random-init", "backbone"].dropna().unique()) if not df.empty else []
     shas = sorted(df["git_sha"].dropna().unique()) if not df.empty else []
@@ -80,6 +81,9 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
     md += ["## Per task", "", aggregate_markdown(df),
            "Adaptation methods side by side (per backbone: suite means and % trainable parameters) and the backbone x method matrix: [methods.md](methods.md).", "",
            "## Backbones", "", backbone_meta_table(df)]
+    for section in sections or []:  # the families' and analyses' own blocks (harness.sections)
+        if section.markdown:
+            md += [f"## {section.title}", "", section.markdown.rstrip(), ""]
     failed = df[df["status"] == "failed"] if not df.empty else df
     if len(failed):
         md += ["## Failed cells", "", *[f"- `{r.backbone_label}` {r.method} {r.task} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
@@ -195,7 +199,7 @@ def _short_label(row: str) -> str:
 
 
 # -- HTML -----------------------------------------------------------------------------------------
-def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name: str, stamp: str) -> dict:
+def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name: str, stamp: str, sections: list | None = None) -> dict:
     meta = {}
     for r in overall.itertuples():
         meta[r.row] = {"family": r.family, "pretrain": r.pretrain_method, "data": r.pretrain_data, "weights": r.weights,
@@ -217,6 +221,7 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
         "cells": cells,
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
         "trainable": {m: {b: round(v, 4) for b, v in per.items()} for m, per in trainable_pct(df).items()},
+        "sections": [s.as_page() for s in sections or []],
     }
 
 
@@ -354,7 +359,13 @@ def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | st
     stats = cell_stats(df) if not df.empty else cell_stats(pd.DataFrame(columns=["status"]))
     stats = rank_by_task(zscore_by_task(stats)) if not stats.empty else stats
     overall = overall_scores(stats)
-    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp))
+    from .sections import PublishContext, build_sections
+
+    sections = build_sections(PublishContext(df, stats, overall, name, out)) if not stats.empty else []
+    for section in sections:
+        for fname, content in section.files.items():
+            (atomic_write_text if isinstance(content, str) else atomic_write_bytes)(out / fname, content)
+    atomic_write_text(out / "leaderboard.md", leaderboard_markdown(df, overall, name, sweeps, stamp, sections))
     atomic_write_text(out / "leaderboard.csv", stats[csv_columns(stats)].to_csv(index=False, float_format="%.4f"))
     note = ("\n## Backbones shown\nOnly backbones matching " + ", ".join(f"{k} ~ '{v}'" for k, v in filters.items())
             + "; z-scores and ranks are computed among them.\n") if filters else ""
@@ -366,7 +377,7 @@ def _publish(df: pd.DataFrame, sweeps: list[str], name: str, out_root: Path | st
         from .plots import plot_icl
 
         plot_icl([json.loads(r) for r in df["record_json"]], out)
-        atomic_write_text(out / "index.html", leaderboard_html(page_data(df, stats, overall, name, stamp)))
+        atomic_write_text(out / "index.html", leaderboard_html(page_data(df, stats, overall, name, stamp, sections)))
     atomic_write_parquet(df, out / "results.parquet")
     if wandb_project:
         from .wandb_logging import log_leaderboard
