@@ -419,8 +419,7 @@ def significance(sweeps, method, suite, group, tasks, results_root, alpha, plot_
     if sig.ran:
         table = sig.table()
         rows = [{"backbone": r["backbone"], "mean rank": f"{r['mean_rank']:.2f}", "win rate": f"{rates.get(r['backbone'], float('nan')):.2f}",
-                 "nemenyi": r["group_nemenyi"] if sig.pvalues.get("nemenyi") is not None else "-",
-                 "wilcoxon-holm": r["group_wilcoxon-holm"] if sig.pvalues.get("wilcoxon-holm") is not None else "-"} for r in table.to_dict("records")]
+                 **{p: r[f"group_{p}"] if sig.pvalues.get(p) is not None or not sig.friedman.rejected else "-" for p in ("nemenyi", "wilcoxon-holm")}} for r in table.to_dict("records")]
         click.echo(format_table(rows, ["backbone", "mean rank", "win rate", "nemenyi", "wilcoxon-holm"]))
         click.echo(f"backbones sharing a letter are not significantly different" + (f"; Nemenyi critical difference {sig.cd:.2f} ranks" if sig.cd else ""))
     else:

@@ -58,6 +58,10 @@ def overall_markdown(overall: pd.DataFrame, method: str, note: str | None = None
         text += "\n_* this backbone lacks some tasks; its score and rank average only the tasks it has (missing tasks are excluded, never zero)._\n"
     if note:
         text += f"\n_{note}_\n"
+    if analysed:
+        from .analysis.winrate import RULE
+
+        text += f"\n_Win rate: {RULE}_\n"
     return text
 
 
@@ -147,7 +151,7 @@ def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame, notes: dict[str,
                 cells.append("--" if math.isnan(v) else (rf"\textbf{{{text}}}" if good.loc[row, t] == best[t] else text))
             group = (" & " + (groups.get(row) or "--")) if groups is not None else ""
             parts.append(_tex(row) + " & " + " & ".join(cells) + f" & {scores[row]:+.2f}" + group + r" \\")
-        note = (" " + _tex((notes or {}).get(method, "").split(" Win rate:")[0])) if groups is not None else ""
+        note = (" " + _tex((notes or {}).get(method, ""))) if groups is not None else ""
         parts += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(method)}: {_tex(_caption_metrics(sub))} per task (best in bold, by each metric's declared direction) and BoB score (mean z-score over tasks).{note}}}", r"\end{table}", ""]
     return "\n".join(parts)
 
@@ -234,6 +238,7 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
         "overall": [{k: _clean(getattr(r, k)) for k in ("method", "row", "score", "mean_rank", "n_tasks", "tasks_total", "rank_in_bucket", "win_rate", "sig_group")
                      if hasattr(r, k)} for r in overall.itertuples()],
         "overall_notes": notes or {},
+        "win_rate_rule": _win_rate_rule() if "win_rate" in overall else "",
         "cells": cells,
         "failed": int((df["status"] == "failed").sum()) if not df.empty else 0,
         "trainable": {m: {b: round(v, 4) for b, v in per.items()} for m, per in trainable_pct(df).items()},
@@ -277,6 +282,12 @@ def sub_metric_columns(df: pd.DataFrame, stats: pd.DataFrame) -> list[tuple[str,
             if cells:
                 out.append((column, task_tab(group), declared, cells))
     return out
+
+
+def _win_rate_rule() -> str:
+    from .analysis.winrate import RULE
+
+    return RULE
 
 
 def leaderboard_html(data: dict) -> str:

@@ -67,9 +67,10 @@ def test_known_effect_friedman_rejects_and_posthoc_groups_the_equal_pair(tmp_pat
         assert p.loc["timm:better", "timm:same_a"] < 0.05 and p.loc["timm:same_a", "timm:same_b"] >= 0.05
     assert sig.letters("nemenyi") == {"timm:better": "a", "timm:same_a": "b", "timm:same_b": "b"}
     assert "n = 10 tasks, k = 3 backbones" in sig.assumptions
-    result = CliRunner().invoke(main, ["significance", str(store.folder), "--method", "linear"])
+    result = CliRunner().invoke(main, ["significance", str(store.folder), "--method", "linear", "--plot", str(tmp_path / "cd.png")])
     assert result.exit_code == 0, result.output
     assert "rejects" in result.output and "does not reject" not in result.output
+    assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
     line = next(l for l in result.output.splitlines() if l.startswith("timm:better"))
     assert line.split()[-2:] == ["a", "a"]
 
@@ -82,6 +83,12 @@ def test_pure_noise_does_not_reject_in_at_least_90_percent_of_200_draws():
         assert result.ran and result.n_tasks == 10 and result.n_backbones == 5
         kept += not result.rejected
     assert 180 <= kept < 200  # at the stated level: about 5 % false rejections, never none at all
+    # a draw Friedman does not reject: no post-hoc test is run, every backbone sits in one group
+    block = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 5)), columns=list("abcde"))
+    sig = significance_of_block(block, label="noise")
+    assert sig.friedman.ran and not sig.friedman.rejected
+    assert sig.pvalues == {"nemenyi": None, "wilcoxon-holm": None} and sig.groups["nemenyi"] == [list(sig.mean_ranks.index)]
+    assert "no post-hoc test" in sig.messages["posthoc"] and set(sig.letters().values()) == {"a"}
 
 
 # -- acceptance 2: the CD diagram equals scikit-posthocs' on the same frame ------------------------------
@@ -141,7 +148,7 @@ def test_mean_win_rate_equals_a_hand_computation_with_ties_and_a_missing_cell():
     assert mean_win_rate(wide).to_dict() == pytest.approx(expected)
 
 
-def test_win_rate_from_records_follows_the_declared_direction_and_reaches_the_board(tmp_path):
+def test_win_rate_from_records_follows_the_declared_direction_and_reaches_the_overall_table(tmp_path):
     # an error metric (lower is better): the backbone with the larger value loses
     lower = {"direction": "lower", "fmt": ".2f", "label": "error"}
     store = write_records(tmp_path / "err", {"timm:low": 0.0, "timm:high": 2.0, "timm:gap": 1.0}, tasks=TASKS[:3], seeds=(0,),
@@ -149,12 +156,15 @@ def test_win_rate_from_records_follows_the_declared_direction_and_reaches_the_bo
     rates = win_rates(load(str(store.folder))).set_index("row")
     assert rates.loc["timm:low", "win_rate"] == 1.0 and rates.loc["timm:high", "win_rate"] == 0.0
     assert rates.loc["timm:gap", "win_rate"] == 0.5 and rates.loc["timm:gap", "n_tasks"] == 2  # its missing task is not a loss
-    result = CliRunner().invoke(main, ["publish", str(store.folder), "--name", "wr", "--out", str(tmp_path / "lb")])
-    assert result.exit_code == 0, result.output
-    md = (tmp_path / "lb" / "wr" / "leaderboard.md").read_text()
-    row = next(l for l in md.splitlines() if l.startswith("| 1 |"))
-    assert "`timm:low`" in row and row.split("|")[8].strip() == "1.00"
-    assert "never a loss or a zero" in md
+    # the board's overall table carries the same numbers (annotate_overall is what `bob publish` calls)
+    from harness.analysis import cell_table
+    from harness.analysis.board import annotate_overall
+    from harness.scores import overall_scores
+
+    stats = cell_table(load(str(store.folder)))
+    overall, notes, _ = annotate_overall(overall_scores(stats), stats)
+    assert overall.set_index("row")["win_rate"].to_dict() == rates["win_rate"].to_dict()
+    assert notes["linear"].startswith("No significance groups: Friedman test not run")  # 3 tasks
 
 
 # -- acceptance 4: Pareto membership equals brute force -------------------------------------------------
@@ -302,6 +312,7 @@ def test_board_files_carry_the_analyses(analysed_board):
     row = next(l for l in md.split("## linear: overall")[1].splitlines() if l.startswith("| 1 |"))
     assert row.endswith("| 1.00 | a |")  # best on every task: wins everything, in a group of its own or with the next
     assert "Significance groups: backbones sharing a letter are not significantly different (Friedman p =" in md
+    assert "_Win rate: HELM mean win rate" in md and "never a loss or a zero" in md
     tex = (analysed_board / "table.tex").read_text()
     assert r"& Score & Group \\" in tex and r"timm:vit\_best &" in tex and "sharing a letter are not significantly different" in tex
     sig = pd.read_csv(analysed_board / "significance.csv")
@@ -338,6 +349,8 @@ def test_page_shows_the_analyses_offline_in_headless_chromium(analysed_board):
         diagrams = shown[0].find_elements(By.CSS_SELECTOR, 'img[data-file^="cd_linear_overall_"]')
         assert len(diagrams) == 2 and all(decoded(img) for img in diagrams)
         assert "rejects" in shown[0].find_element(By.CLASS_NAME, "verdict").text
+        note = driver.find_element(By.ID, "note").text
+        assert "sharing a letter are not significantly different" in note and "Win rate: HELM" in note
         Select(driver.find_element(By.ID, "method")).select_by_value("finetune")
         shown = [b for b in driver.find_elements(By.CSS_SELECTOR, "#sections .analysis-block") if b.is_displayed()]
         assert [b.get_attribute("data-method") for b in shown] == ["finetune"]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .frame import Table, cell_table, tab_of
 from .significance import ALPHA, POSTHOC_TITLES, Significance, significance_of_table
-from .winrate import RULE, task_win_rates
+from .winrate import task_win_rates
 
 GROUP_POSTHOC = "nemenyi"  # the letters in the tables: Demšar's all-pairs test, the one the CD diagram draws
 
@@ -32,8 +32,8 @@ def group_note(sig: Significance, posthoc: str = GROUP_POSTHOC) -> str:
 
 
 def annotate_overall(overall: pd.DataFrame, stats: pd.DataFrame, alpha: float = ALPHA) -> tuple[pd.DataFrame, dict[str, str], dict[str, Significance]]:
-    """``overall`` with ``win_rate`` and ``sig_group`` columns, the note per method, and the
-    significance results (reused by the page's sections)."""
+    """``overall`` with ``win_rate`` and ``sig_group`` columns, the significance note per method
+    (:func:`group_note`) and the significance results."""
     out = overall.copy()
     if out.empty or stats.empty:
         return out.assign(win_rate=pd.Series(dtype=float), sig_group=pd.Series(dtype=str)), {}, {}
@@ -46,7 +46,7 @@ def annotate_overall(overall: pd.DataFrame, stats: pd.DataFrame, alpha: float = 
         results[method] = sig
         marks = sig.letters(GROUP_POSTHOC) if sig.ran else {}
         group.update({(method, r): marks.get(r, "") for r in table.rows})
-        notes[method] = group_note(sig) + " Win rate: " + RULE
+        notes[method] = group_note(sig)
     keys = list(zip(out["method"], out["row"]))
     out["win_rate"] = [win.get(k, float("nan")) for k in keys]
     out["sig_group"] = [group.get(k, "") for k in keys]

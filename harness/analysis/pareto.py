@@ -147,6 +147,10 @@ def pareto_fronts(frame: pd.DataFrame, tasks: list[str] | None = None, label: st
     axes = []
     for axis in COST_AXES:
         has = points[axis.key].notna()
+        if has.sum() >= 2 and points.loc[has, axis.key].nunique() == 1:
+            messages.append(f"{axis.label}: every point has the same value ({points.loc[has, axis.key].iloc[0]:g}); no trade-off to draw")
+            points[f"front_{axis.key}"] = False
+            continue
         if has.sum() < 2:
             if has.sum() < len(points):
                 messages.append(f"{axis.label}: {'no' if not has.any() else 'only one'} point carries it; no front drawn")
@@ -179,7 +183,9 @@ def plot_pareto(fronts: ParetoFronts) -> Any:
     for extra in axs.flat[n:]:
         extra.set_visible(False)
     methods = sorted(fronts.points["method"].unique())
-    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colors = {m: palette(i % palette.N) for i, m in enumerate(methods)}
+    one_row = fronts.points["row"].nunique() == 1
     for ax, axis in zip(axs.flat, fronts.axes):
         pts = fronts.points[fronts.points[axis.key].notna()]
         for m in methods:
@@ -188,10 +194,11 @@ def plot_pareto(fronts: ParetoFronts) -> Any:
         front = pts[pts[f"front_{axis.key}"]].sort_values(axis.key)
         ax.scatter(front[axis.key], front["value"], s=90, facecolors="none", edgecolors="black", linewidths=1.2, label="Pareto front")
         ax.plot(front[axis.key], front["value"], color="black", lw=0.8, ls="--", drawstyle="steps-post" if axis.lower_is_better else "steps-pre")
-        for r in front.itertuples():
+        for r in front.itertuples():  # name what differs: the method, the backbone, or both
             name = str(r.row).replace("timm:", "").replace("$", r"\$")
-            ax.annotate((name[:28] + "…" if len(name) > 29 else name) + (f" · {r.method}" if len(methods) > 1 else ""),
-                        (getattr(r, axis.key), r.value), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            name = name[:28] + "…" if len(name) > 29 else name
+            text = r.method if one_row and len(methods) > 1 else name + (f" · {r.method}" if len(methods) > 1 else "")
+            ax.annotate(text, (getattr(r, axis.key), r.value), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if axis.log and (pts[axis.key] > 0).all() and pts[axis.key].max() > 20 * pts[axis.key].min():  # log only across decades
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -199,7 +206,11 @@ def plot_pareto(fronts: ParetoFronts) -> Any:
         ax.margins(x=0.15, y=0.12)
         ax.set(xlabel=axis.label + (" (higher is better)" if not axis.lower_is_better else ""), ylabel=fronts.metric)
         ax.grid(alpha=0.3)
-    axs.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{fronts.label}: {fronts.metric} against cost (ringed: Pareto front)", fontsize=10)
+    title = f"{fronts.label}: {fronts.metric} against cost (ringed: Pareto front)" + (f"; backbone {fronts.points['row'].iloc[0]}" if one_row else "")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    handles, labels = axs.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.subplots_adjust(right=0.86)
+        fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     return fig

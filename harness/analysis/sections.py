@@ -47,12 +47,12 @@ def _significance_block(sig: Significance, method: str, tab: str, files: dict[st
     """(html, markdown) of one table's significance analysis."""
     from .cd import cd_diagram
 
-    parts = [f'<p class="verdict"><b>{esc(sig.label)}</b>: {esc(sig.friedman.summary())}</p>']
-    md = [f"**{sig.label}**: {sig.friedman.summary()}", ""]
+    verdict = sig.summary()[len(sig.label) + 2:]
+    parts = [f'<p class="verdict"><b>{esc(sig.label)}</b>: {esc(verdict)}</p>']
+    md = [f"**{sig.label}**: {verdict}", ""]
     if sig.ran:
-        posthocs = POSTHOCS if sig.friedman.rejected else (GROUP_POSTHOC,)
-        for posthoc in posthocs:
-            if sig.pvalues.get(posthoc) is None:
+        for posthoc in POSTHOCS if sig.friedman.rejected else (GROUP_POSTHOC,):  # not rejected: one diagram, one bar over all
+            if sig.friedman.rejected and sig.pvalues.get(posthoc) is None:
                 continue
             fig, _ = cd_diagram(sig, posthoc)
             name = f"cd_{slug(method)}_{slug(tab)}_{slug(posthoc)}.png"
@@ -61,7 +61,7 @@ def _significance_block(sig: Significance, method: str, tab: str, files: dict[st
             parts.append(img_html(png, f"critical-difference diagram, {POSTHOC_TITLES[posthoc]}: {sig.label}", name))
             md.append(f"Critical-difference diagram ({POSTHOC_TITLES[posthoc]}): [{name}]({name})")
         rows = [{"backbone": r["backbone"], "rank": f"{r['mean_rank']:.2f}",
-                 **{p: (r[f"group_{p}"] or None) if sig.pvalues.get(p) is not None else None for p in POSTHOCS}} for r in sig.table().to_dict("records")]
+                 **{p: (r[f"group_{p}"] or None) if sig.pvalues.get(p) is not None or not sig.friedman.rejected else None for p in POSTHOCS}} for r in sig.table().to_dict("records")]
         cols = [("backbone", "backbone"), ("rank", "mean rank")] + [(p, f"{POSTHOC_TITLES[p]} group") for p in POSTHOCS]
         caption = "Backbones sharing a letter are not significantly different." + (f" CD (Nemenyi) = {sig.cd:.2f} ranks." if sig.cd else "")
         parts.append(table_html(rows, cols, caption=caption))
@@ -77,7 +77,7 @@ def _significance_block(sig: Significance, method: str, tab: str, files: dict[st
 
 def _significance_rows(sig: Significance, method: str, tab: str) -> tuple[list[dict], list[dict]]:
     table = [{"method": method, "table": tab, "backbone": r["backbone"], "mean_rank": r["mean_rank"],
-              **{f"group_{p}": r[f"group_{p}"] if sig.pvalues.get(p) is not None else "" for p in POSTHOCS},
+              **{f"group_{p}": r[f"group_{p}"] if sig.pvalues.get(p) is not None or not sig.friedman.rejected else "" for p in POSTHOCS},
               "friedman_stat": sig.friedman.statistic, "friedman_p": sig.friedman.pvalue, "n_tasks": sig.block.n,
               "n_backbones": sig.block.k, "alpha": sig.alpha} for r in sig.table().to_dict("records")] if sig.ran else []
     pairs = []

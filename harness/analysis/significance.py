@@ -173,10 +173,10 @@ class Significance:
     """The significance analysis of one table (method x tasks): Friedman, then the post-hoc tests.
 
     ``mean_ranks``: over the complete block (1 = best). ``pvalues[posthoc]``: the library's raw
-    pairwise p-values (None where the test could not run). ``groups[posthoc]``: sets of backbones not
-    significantly different -- all backbones in one group when Friedman does not reject (no
-    post-hoc difference is claimed then, as Demšar prescribes). ``messages``: one line per test
-    that was not run, naming what is missing."""
+    pairwise p-values, computed only after Friedman rejects (None otherwise, and where the test
+    cannot reach alpha). ``groups[posthoc]``: sets of backbones not significantly different -- all
+    backbones in one group when Friedman does not reject (no post-hoc difference is claimed then,
+    as Demšar prescribes). ``messages``: one line per test that was not run, saying why."""
 
     label: str
     alpha: float
@@ -212,13 +212,15 @@ class Significance:
 
     @property
     def assumptions(self) -> str:
+        left = self.block.left_out_text()
+        if not self.ran:
+            return f"Sample: {self.block.n} tasks x {self.block.k} backbones with every one of those tasks" + (f"; {left}." if left else ".")
         text = (f"Tasks are the independent samples (n = {self.block.n} tasks, k = {self.block.k} backbones); each value is a "
                 f"backbone's mean over seeds on a task, compared by rank within the task (direction as declared). "
                 f"Friedman's chi-square approximation (scipy), alpha = {self.alpha:g}"
                 + (" (approximate with fewer than 10 tasks)" if 0 < self.block.n < 10 else "")
                 + "; post-hoc tests only after it rejects: Nemenyi on mean ranks (critical difference, Demšar 2006) and "
                 "Wilcoxon signed-rank per pair with Holm's correction, zero differences split (scikit-posthocs).")
-        left = self.block.left_out_text()
         return text + (f" Complete block only: {left}." if left else "")
 
     def summary(self) -> str:
@@ -262,6 +264,11 @@ def significance_of_block(block: Block | pd.DataFrame, alpha: float = ALPHA, lab
             result.groups[posthoc] = [order] if order else []
         return result
     result.cd = critical_difference(block.k, block.n, alpha)
+    if not friedman.rejected:  # Demšar: no post-hoc test without a rejected Friedman null (and none is computed)
+        result.pvalues = {posthoc: None for posthoc in POSTHOCS}
+        result.groups = {posthoc: [order] for posthoc in POSTHOCS}
+        result.messages["posthoc"] = f"Friedman does not reject at alpha = {alpha:g} ({label}): no post-hoc test, no pair is declared different"
+        return result
     result.pvalues["nemenyi"] = nemenyi_pvalues(values)
     need = wilcoxon_min_tasks(block.k, alpha)
     if block.n >= need:
@@ -272,12 +279,7 @@ def significance_of_block(block: Block | pd.DataFrame, alpha: float = ALPHA, lab
                                             f"alpha = {alpha:g} after Holm's correction over {block.k * (block.k - 1) // 2} pairs; needs >= {need} tasks")
     for posthoc in POSTHOCS:
         p = result.pvalues[posthoc]
-        if p is None or not friedman.rejected:
-            result.groups[posthoc] = [order]
-        else:
-            result.groups[posthoc] = not_different_groups(p, alpha, order)
-    if not friedman.rejected:
-        result.messages["posthoc"] = f"Friedman does not reject at alpha = {alpha:g} ({label}): no pair is declared different"
+        result.groups[posthoc] = [order] if p is None else not_different_groups(p, alpha, order)
     return result
 
 
