@@ -386,3 +386,13 @@ def test_page_shows_the_analyses_offline_in_headless_chromium(analysed_board):
         assert requests and all(u.startswith(("file:", "data:")) for u in requests), [u[:80] for u in requests]
     finally:
         driver.quit()
+
+
+def test_compare_across_metrics_is_in_z_units_and_positive_means_a_is_better(tmp_path):
+    lower = {"direction": "lower", "fmt": ".2f", "label": "error"}
+    folder = tmp_path / "mixed"
+    write_records(folder, {"timm:a": 0.0, "timm:b": 2.0, "timm:c": 1.0}, tasks=TASKS[:3], metric=lower, prefix="l")  # A errs less
+    store = write_records(folder, {"timm:a": 2.0, "timm:b": 0.0, "timm:c": 1.0}, tasks=TASKS[3:6], prefix="h", seed=1)  # A scores more
+    cmp = compare(load(str(store.folder)), "timm:a", "timm:b")
+    assert cmp.unit.startswith("z ") and cmp.wins == 6 and cmp.losses == 0
+    assert (cmp.per_task["diff"] > 1.5).all()  # about two standard deviations of the three backbones on every task

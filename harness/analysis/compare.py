@@ -41,6 +41,7 @@ class Comparison:
     alpha: float = ALPHA
     level: float = CI_LEVEL
     messages: list[str] = field(default_factory=list)
+    fmt: str = ".3g"  # numbers in text: the metric's declared precision plus one digit
 
     @property
     def n_tasks(self) -> int:
@@ -58,8 +59,9 @@ class Comparison:
         head = f"{self.a} vs {self.b} ({self.label}): "
         if self.mean_diff is None:
             return head + "no shared task"
-        text = head + f"mean difference {self.mean_diff:+.3g} {self.unit}"
-        text += f" [{self.ci[0]:+.3g}, {self.ci[1]:+.3g}]" if self.ci else ""
+        f = "+" + self.fmt
+        text = head + f"mean difference {self.mean_diff:{f}} {self.unit}"
+        text += f" [{self.ci[0]:{f}}, {self.ci[1]:{f}}]" if self.ci else ""
         text += f"; A better on {self.wins}, worse on {self.losses}, tied on {self.ties} of {self.n_tasks} tasks"
         if self.wilcoxon_p is not None:
             text += f"; Wilcoxon p = {self.wilcoxon_p:.2g}"
@@ -67,10 +69,10 @@ class Comparison:
 
     def to_text(self) -> str:
         """What ``bob compare`` prints: the per-task table, the summary, the assumptions, the messages."""
-        rows = []
+        rows, f = [], "+" + self.fmt
         for r in self.per_task.itertuples():
-            interval = f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]" if not np.isnan(r.ci_low) else "-"
-            rows.append(f"  {r.task:<32} {r.diff:+10.3g}  {interval:<22} seeds {r.seeds_a}/{r.seeds_b}" + (f"  ({r.note})" if r.note else ""))
+            interval = f"[{r.ci_low:{f}}, {r.ci_high:{f}}]" if not np.isnan(r.ci_low) else "-"
+            rows.append(f"  {r.task:<32} {format(r.diff, f):>10}  {interval:<22} seeds {r.seeds_a}/{r.seeds_b}" + (f"  ({r.note})" if r.note else ""))
         head = f"  {'task':<32} {'A - B':>10}  {str(int(self.level * 100)) + '% interval':<22} seeds A/B"
         return "\n".join([f"A = {self.a}", f"B = {self.b}", f"method {self.method}; difference in {self.unit} (positive = A better)", head, *rows, "",
                           self.summary(), *self.messages, f"assumptions: {self.assumptions}"])
@@ -112,9 +114,15 @@ def compare(frame: pd.DataFrame, a: str, b: str, method: str | None = None, suit
     only = sorted(set(va) ^ set(vb))
     declared = stats.drop_duplicates("task").set_index("task")
     kinds = {(r.metric, r.direction, r.target if r.direction == "target" else None) for r in declared.loc[shared].itertuples()} if shared else set()
+    fmt = ".2f"
     if len(kinds) <= 1:
         unit = (declared.loc[shared[0], "metric_label"] if shared and "metric_label" in declared else "metric units")
         scale = {t: 1.0 for t in shared}
+        declared_fmt = str(declared.loc[shared[0], "fmt"]) if shared and "fmt" in declared else ""
+        if declared_fmt.startswith(".") and declared_fmt.endswith("f") and declared_fmt[1:-1].isdigit():
+            fmt = f".{int(declared_fmt[1:-1]) + 1}f"
+        elif declared_fmt:
+            fmt = ".3g"
     else:
         unit = "z (each task's difference / its std across the method's backbones)"
         sd = stats.groupby("task")["good"].std(ddof=0)
@@ -139,7 +147,7 @@ def compare(frame: pd.DataFrame, a: str, b: str, method: str | None = None, suit
         messages.append(f"left out {len(only)} task(s) only one of them ran: {', '.join(only[:5])}" + (" ..." if len(only) > 5 else ""))
     if not shared:
         messages.append(f"no shared task: {ra} and {rb} never ran the same task with {table.method}")
-        return Comparison(ra, rb, table.method, table.label, unit, per_task, None, None, 0, 0, 0, None, alpha, level, messages)
+        return Comparison(ra, rb, table.method, table.label, unit, per_task, None, None, 0, 0, 0, None, alpha, level, messages, fmt)
     diffs = per_task["diff"].to_numpy()
     ci = None
     if len(shared) >= MIN_TASKS:
@@ -164,7 +172,7 @@ def compare(frame: pd.DataFrame, a: str, b: str, method: str | None = None, suit
         messages.append(f"no Wilcoxon test: with {len(shared)} shared tasks no p-value can reach alpha = {alpha:g}; needs >= {need} tasks")
     tol = 1e-12 * max(1.0, float(np.abs(diffs).max()))
     return Comparison(ra, rb, table.method, table.label, unit, per_task, float(diffs.mean()), ci,
-                      int((diffs > tol).sum()), int((diffs < -tol).sum()), int((np.abs(diffs) <= tol).sum()), p, alpha, level, messages)
+                      int((diffs > tol).sum()), int((diffs < -tol).sum()), int((np.abs(diffs) <= tol).sum()), p, alpha, level, messages, fmt)
 
 
 def _resampled_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
