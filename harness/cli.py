@@ -370,6 +370,72 @@ def publish(sweeps, name, results_root, out_root, wandb_target, family, pretrain
     click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
 
 
+# -- analysis (harness.analysis) -----------------------------------------------------------------
+def _table_options(f):
+    for option in reversed([
+        click.option("--method", "-m", help="the method whose table to analyse (needed when the records hold several)"),
+        click.option("--suite", help="only the tasks of this suite / page tab (vtab1k, fgvc, ...)"),
+        click.option("--group", help="only the tasks of this task group (vtab1k/natural, ...)"),
+        click.option("--task", "tasks", multiple=True, help="only these tasks (repeatable)"),
+        click.option("--results", "results_root", default="results", show_default=True),
+    ]):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@click.argument("sweeps", nargs=-1, required=True)
+@_table_options
+def compare(a, b, sweeps, method, suite, group, tasks, results_root):
+    """Backbone A against backbone B on the tasks both ran: per-task difference with a seed interval,
+    the mean difference with a bootstrap interval over tasks and seeds, and a Wilcoxon test."""
+    from .analysis import compare as compare_backbones
+    from .analysis import load
+
+    click.echo(compare_backbones(load(*sweeps, results_root=results_root), a, b, method, suite, group, list(tasks) or None).to_text())
+
+
+@main.command()
+@click.argument("sweeps", nargs=-1, required=True)
+@_table_options
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="significance level")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="also write the critical-difference diagram (Nemenyi) here (.png/.pdf/.svg)")
+def significance(sweeps, method, suite, group, tasks, results_root, alpha, plot_path):
+    """Friedman test over backbones across tasks, then Nemenyi and Wilcoxon-Holm groups and the mean
+    win rate, for one table (a method, optionally a suite, group or task list)."""
+    from .analysis import load, significance as run_significance
+    from .analysis.winrate import RULE, task_win_rates
+
+    if not 0 < alpha < 1:
+        raise BobError(f"--alpha {alpha}: give a level between 0 and 1, e.g. 0.05")
+    df = load(*sweeps, results_root=results_root)
+    sig = run_significance(df, method, suite, group, list(tasks) or None, alpha)
+    click.echo(sig.summary())
+    from .analysis.frame import select
+
+    rates = task_win_rates(select(df, method, suite, group, list(tasks) or None).wide("good")).mean(axis=0, skipna=True)
+    if sig.ran:
+        table = sig.table()
+        rows = [{"backbone": r["backbone"], "mean rank": f"{r['mean_rank']:.2f}", "win rate": f"{rates.get(r['backbone'], float('nan')):.2f}",
+                 **{p: r[f"group_{p}"] if sig.pvalues.get(p) is not None or not sig.friedman.rejected else "-" for p in ("nemenyi", "wilcoxon-holm")}} for r in table.to_dict("records")]
+        click.echo(format_table(rows, ["backbone", "mean rank", "win rate", "nemenyi", "wilcoxon-holm"]))
+        click.echo(f"backbones sharing a letter are not significantly different" + (f"; Nemenyi critical difference {sig.cd:.2f} ranks" if sig.cd else ""))
+    else:
+        click.echo(format_table([{"backbone": r, "win rate": f"{v:.2f}"} for r, v in rates.sort_values(ascending=False).items()], ["backbone", "win rate"]))
+    for message in (m for k, m in sig.messages.items() if k != "friedman"):
+        click.echo(message)
+    click.echo(f"assumptions: {sig.assumptions}")
+    click.echo(f"win rate: {RULE}")
+    if plot_path:
+        if not sig.ran:
+            raise BobError(f"--plot {plot_path}: no diagram without a test ({sig.friedman.message})")
+        fig, _ = sig.plot("nemenyi")
+        fig.savefig(plot_path, bbox_inches="tight", dpi=150)
+        click.echo(f"wrote {plot_path}")
+
+
 @main.command()
 @click.argument("sweep_name")
 @click.option("--results", "results_root", default="results", show_default=True)
