@@ -1,64 +1,116 @@
-"""``folder:<path>``: any local classification dataset, in one of two layouts.
+"""A local image dataset as it usually lies on disk, read into the splits it came with.
+
+Layouts, checked in this order:
 
 * list files (VTAB-1k / NOAH style): ``train800.txt``, ``val200.txt``, ``train800val200.txt``,
-  ``test.txt`` (any subset with a train and a test list) holding ``relative/path label`` lines;
-* image folders: ``train/<class>/*.png``, optional ``val/<class>/...``, ``test/<class>/...``.
+  ``train.txt``, ``val.txt``, ``test.txt`` holding ``relative/path label`` lines;
+* split folders: ``train/<class>/<image>`` + ``test/<class>/...`` (+ optional ``val/<class>/...``);
+* one class-folder tree (torchvision's ImageFolder): ``<root>/<class>/<image>`` and nothing else:
+  bob splits it (``task.py``).
+
+Class folders name the classes (sorted, as ImageFolder does); hidden files and folders
+(``.DS_Store``, ``.ipynb_checkpoints``) are skipped; images may sit in sub-folders of a class.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import BobError
-from harness.registry import TASKS, Entry
-from harness.types import CLASSIFICATION, Task
 
 LIST_SPLITS = ("train800", "val200", "train800val200", "train", "val", "test")
+SPLIT_FOLDERS = ("train", "val", "test")
+POOL = "all"  # the split name of data that came without splits
 
 
-def load_folder_task(name: str, data_root=None) -> Task:
-    from harness.data import ImageClassificationDataset, read_list_file, scan_image_folder
+@dataclass
+class UserData:
+    """The user's files before bob splits anything: the splits they came with (``{"all": ...}``
+    when none), class names (None: integer labels) and the root that keys are relative to."""
 
-    folder = Path(name.split(":", 1)[1]).expanduser()
+    root: Path
+    layout: str
+    splits: dict[str, list]  # split -> [harness.data.Sample]
+    class_names: list[str] | None
+    num_classes: int
+    ignored: list[Path] = field(default_factory=list)  # files that are not images (verify lists them)
+    label_source: str = ""
+
+    def key(self, sample) -> str:
+        """A sample's file relative to the root, the same on every machine (splits are made from it)."""
+        return Path(sample.image).relative_to(self.root).as_posix()
+
+
+def visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def scan_class_folder(folder: Path, label: int) -> tuple[list, list[Path]]:
+    """Images under one class folder (any depth, sorted by path) and the other files found there."""
+    from harness.data import IMAGE_SUFFIXES, Sample
+
+    images, other = [], []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else other).append(path)
+    return [Sample(p, label, f"{folder}") for p in images], other
+
+
+def read_class_tree(folder: Path, classes: list[str] | None = None, what: str = "") -> tuple[list, list[str], list[Path]]:
+    """``folder/<class>/<image>``; ``classes`` fixes the label order (a val/test folder follows train's)."""
+    found = [p.name for p in visible_children(folder) if p.is_dir()]
+    if classes is None:
+        classes = found
+        if not classes:
+            loose = [p for p in visible_children(folder) if p.is_file()]
+            hint = f" (it holds {len(loose)} loose files)" if loose else ""
+            raise BobError(f"{folder} has no class folders{hint}; put each class's images in {folder}/<class name>/")
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise BobError(f"{folder}/{extra[0]} is a class that {what or 'the training split'} lacks; every class needs training images "
+                           f"(add {extra[0]}/ to the training folder or remove it here)")
+    samples, ignored = [], []
+    for label, cls in enumerate(classes):
+        if (folder / cls).is_dir():
+            got, other = scan_class_folder(folder / cls, label)
+            samples += got
+            ignored += other
+    return samples, list(classes), ignored
+
+
+def read_folder(folder: Path, name: str) -> UserData:
+    """Detect the layout of ``folder`` and read it (one-line BobError on a layout it cannot use)."""
+    from harness.data import read_list_file
+
     if not folder.is_dir():
-        raise BobError(f"task {name}: data folder {folder} does not exist; check the path (train800.txt-style lists or train/ and test/ image folders)")
+        raise BobError(f"task {name}: data folder {folder} does not exist; check the path (a folder of class folders, "
+                       "train/ + test/ class folders, or train800.txt-style lists)")
+    folder = folder.absolute()  # samples name absolute files (the feature cache keys on them); split keys stay relative
     lists = {s: folder / f"{s}.txt" for s in LIST_SPLITS if (folder / f"{s}.txt").is_file()}
-    names = None  # class folders name their classes (zero-shot prompts); list files do not
     if lists:
         parsed = {split: read_list_file(path, folder) for split, path in lists.items()}
-        num_classes = 1 + max(s.label for samples in parsed.values() for s in samples)
-        splits = dict(parsed)
+        labels = [s.label for samples in parsed.values() for s in samples]
+        if not labels:
+            raise BobError(f"task {name}: the list files in {folder} ({', '.join(p.name for p in lists.values())}) list no images")
+        return UserData(folder, f"list files ({', '.join(p.name for p in lists.values())})", parsed, None, 1 + max(labels),
+                        label_source="integer labels of the list files")
+    present = [s for s in SPLIT_FOLDERS if (folder / s).is_dir()]
+    if present:
+        if "train" not in present or "test" not in present:
+            raise BobError(f"task {name}: {folder} has {' and '.join(p + '/' for p in present)} but needs train/ and test/ "
+                           "(bob carves val/ from train/); or put all class folders directly under it for bob to split")
+        splits, ignored = {}, []
+        train, classes, other = read_class_tree(folder / "train")
+        splits["train"], ignored = train, other
+        for split in ("val", "test"):
+            if split in present:
+                splits[split], _, other = read_class_tree(folder / split, classes, f"{folder}/train/")
+                ignored += other
+        layout = " + ".join(f"{s}/" for s in present) + " class folders"
     else:
-        splits = {}
-        classes = None
-        for split in ("train", "val", "test"):
-            if (folder / split).is_dir():
-                splits[split], classes = scan_image_folder(folder / split, classes)
-        if not splits:
-            raise BobError(f"task {name}: {folder} has neither list files ({', '.join(s + '.txt' for s in LIST_SPLITS)}) nor train/ and test/ image folders")
-        num_classes = len(classes)
-        names = [c.replace("_", " ") for c in classes]
-    train = "train800val200" if "train800val200" in splits else "train"
-    if train not in splits or "test" not in splits:
-        raise BobError(f"task {name}: {folder} needs a training split ({train}) and a test split; found {', '.join(sorted(splits))}")
-    tune = ("train800", "val200") if {"train800", "val200"} <= set(splits) else (("train", "val") if {"train", "val"} <= set(splits) else None)
-    return Task(
-        name=name,
-        kind=CLASSIFICATION,
-        group="folder",
-        num_classes=num_classes,
-        loaders={k: (lambda v=v, k=k: ImageClassificationDataset(v, name=f"{name}:{k}")) for k, v in splits.items()},
-        tune_splits=tune,
-        final_splits=(train, "test"),
-        union_splits={"train800val200": ("train800", "val200")} if tune == ("train800", "val200") else {},
-        source=str(folder),
-        class_text=(lambda: (names, ["a photo of a {c}."], f"class folder names under {folder}")) if names else None,
-    )
-
-
-def _resolve(name: str) -> Entry:
-    if not name.split(":", 1)[1]:
-        raise BobError("task 'folder:' needs a path, e.g. folder:/data/my_dataset")
-    return Entry(name, lambda data_root=None, **_: load_folder_task(name, data_root), {"kind": CLASSIFICATION, "group": "folder"})
-
-
-TASKS.add_prefix("folder", _resolve, "folder:<path> reads a local dataset (list files or image folders)")
+        samples, classes, ignored = read_class_tree(folder)
+        ignored = [p for p in visible_children(folder) if p.is_file()] + ignored  # loose files beside the class folders
+        splits, layout = {POOL: samples}, "one class-folder tree (bob splits it)"
+    return UserData(folder, layout, splits, classes, len(classes), ignored, label_source=f"class folder names under {folder}")
