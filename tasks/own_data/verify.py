@@ -98,6 +98,8 @@ def _imbalance(parts: dict[str, list], names: list[str]) -> str:
     if not present:
         return "class imbalance: no images"
     (hi, hi_name), (lo, lo_name) = max(present), min(present)
+    if hi == lo:
+        return f"class imbalance: none (every class has {hi} images)"
     ratio = hi / lo
     note = "balanced" if ratio <= 1.5 else ("imbalanced: accuracy favours the large classes; mean_per_class_recall is in every record" if ratio > 3 else "mildly imbalanced")
     return f"class imbalance: largest {hi_name!r} {hi} images, smallest {lo_name!r} {lo} ({ratio:.2f}x, {note})"
