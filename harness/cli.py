@@ -503,7 +503,17 @@ def data():
 @click.option("--data-path", "data_paths", multiple=True, metavar="TASK=PATH", help="per-task location, repeatable")
 @click.option("--open-images/--no-open-images", default=True, show_default=True, help="decode every image (slower, finds corrupt files)")
 def data_verify(suite, data_root, data_paths, open_images):
-    """Check every task of SUITE (vtab1k, fgvc, ...): files, counts per split, label range, unreadable images."""
+    """Check every task of SUITE (vtab1k, fgvc, ...): files, counts per split, label range, unreadable images.
+    SUITE may also be a task id with a data check (folder:<path>, csv:<file>, parquet:<file>)."""
+    if ":" in suite:  # one task that carries its own check: layout, splits, classes, duplicates, the task id to use
+        from .registry import TASKS
+
+        verify = TASKS.get(suite).meta.get("verify")
+        if verify is None:
+            raise BobError(f"task {suite} has no data check; `bob data verify` takes a suite or a folder:/csv:/parquet: task id")
+        report, ready = verify(suite, open_images)
+        click.echo(report)
+        sys.exit(0 if ready else 1)
     from .suites import hook
     from .suites import suite as suite_spec
 

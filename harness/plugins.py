@@ -25,7 +25,7 @@ BUILTIN_PLUGIN_MODULES = (
     "backbones.hf_lm",
     "backbones.tiny_lm",
     "tasks.builtin",
-    "tasks.folder",
+    "tasks.own_data",
     "tasks.suites",
     "tasks.icl",
     "tasks.retrieval",

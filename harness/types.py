@@ -142,6 +142,8 @@ class Task:
     source: str = ""
     # () -> (class names in label order, prompt templates with "{c}", where they came from); None: no names known
     class_text: Callable[[], tuple[list[str], list[str], str]] | None = None
+    # splits bob made or checked (harness.splits.provenance): rule, fractions, seed, counts, hashes; in every record
+    split_provenance: dict[str, Any] | None = None
 
     def load(self, split: str):
         if split not in self.loaders:
@@ -161,6 +163,7 @@ class Task:
             "metric": self.metric,
             "splits": self.splits,
             "source": self.source,
+            **({"split_provenance": self.split_provenance} if self.split_provenance else {}),
         }
 
 

@@ -40,7 +40,8 @@ def test_folder_task_reads_list_files_and_image_folders(tmp_path):
     image, label = lists.load("test")[0]
     assert image.mode == "RGB" and label == 0
     folders = TASKS.get(f"folder:{make_image_folder_dataset(tmp_path / 'folders')}").factory()
-    assert folders.num_classes == 3 and folders.final_splits == ("train", "test") and len(folders.load("train")) == 30
+    assert folders.num_classes == 3 and folders.final_splits == ("trainval", "test") and len(folders.load("trainval")) == 30
+    assert folders.tune_splits == ("train", "val") and len(folders.load("val")) == 6  # train/ + test/: bob carves val from train (#29)
 
 
 def test_list_file_errors_name_file_and_line(tmp_path):
