@@ -93,7 +93,9 @@ class Backbone:
     def model(self):
         if self._model is None:
             self._model = self.build()
-            self.feature_dim = int(getattr(self._model, "num_features", 0) or self.feature_dim or 0)
+            # the pooled output's width: timm's head_hidden_size where a pre-logits layer widens it
+            # (MobileNetV3's conv_head: 576 -> 1024), else num_features
+            self.feature_dim = int(getattr(self._model, "head_hidden_size", 0) or getattr(self._model, "num_features", 0) or self.feature_dim or 0)
             measure = self.meta.pop("_measure", None)
             if measure is not None:
                 self.meta.update(measure(self._model))

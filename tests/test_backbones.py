@@ -104,3 +104,17 @@ def test_too_small_input_is_one_line_error_with_the_smallest_size_that_works(tmp
     assert "\n" not in msg and "timm:convnext_atto.d2_in1k cannot run at img_size=16" in msg and "--set img_size=32" in msg
     # ResNet pads its way down to tiny inputs: no error there
     assert BACKBONES.get("timm:resnet18.a1_in1k").factory(weights="random", img_size=16).model is not None
+
+
+def test_feature_dim_is_the_pooled_output_width_when_a_pre_logits_layer_widens_it():
+    """MobileNetV3's conv_head widens the pooled features (576 -> 1024): heads sized from
+    num_features failed with a shape error under finetune and LoRA."""
+    import torch
+
+    from harness.registry import BACKBONES
+
+    for name in ("timm:mobilenetv3_small_100", "timm:resnet18.a1_in1k"):
+        backbone = BACKBONES.get(name).factory(weights="random", seed=0, img_size=32)
+        with torch.no_grad():
+            out = backbone.model.eval()(torch.zeros(1, 3, 32, 32))
+        assert out.shape[1] == backbone.feature_dim
