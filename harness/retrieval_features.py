@@ -183,22 +183,26 @@ def describe(backbone, model, images, descriptor: Descriptor):
     return total / len(descriptor.scales)
 
 
+class LongSide:
+    """Resize so the longer side is ``size`` px, aspect kept (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, size: int, interpolation: str):
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, image):
+        from PIL import Image
+
+        w, h = image.size
+        scale = self.size / max(w, h)
+        resample = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(self.interpolation, Image.BICUBIC)
+        return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=resample)
+
+
 def long_side_transform(preprocess):
     """Longer side to ``img_size``, aspect kept; the backbone's normalisation."""
     from torchvision import transforms as T
 
-    def resize(image):
-        w, h = image.size
-        scale = preprocess.img_size / max(w, h)
-        return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=_pil_filter(preprocess.interpolation))
-
-    return T.Compose([T.Lambda(resize), T.ToTensor(), T.Normalize(preprocess.mean, preprocess.std)])
-
-
-def _pil_filter(name: str):
-    from PIL import Image
-
-    return {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(name, Image.BICUBIC)
+    return T.Compose([LongSide(preprocess.img_size, preprocess.interpolation), T.ToTensor(), T.Normalize(preprocess.mean, preprocess.std)])
 
 
 class _NpyWriter:

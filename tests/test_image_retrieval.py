@@ -93,6 +93,35 @@ def test_map_at_r_and_recall_at_k_by_hand():
     assert out["mAP@R"] == pytest.approx(100 * ((1 / 2 + 2 / 3) / 3 + 1.0) / 2)  # only the top R count
 
 
+def test_class_level_metrics_equal_pytorch_metric_learning():
+    """mAP@R and precision@1 as the metric's authors compute them (pytorch-metric-learning's
+    AccuracyCalculator), through bob's chunked search."""
+    import torch
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    from harness.methods.image_retrieval import class_level_metrics
+    from harness.retrieval_search import l2_normalise
+
+    rng = np.random.default_rng(0)
+    ref, ref_y = rng.standard_normal((300, 16)).astype(np.float32), rng.integers(0, 7, 300)
+    q, q_y = rng.standard_normal((80, 16)).astype(np.float32), rng.integers(0, 7, 80)
+    q[:40], q_y[:40] = ref[:40] + 0.3 * rng.standard_normal((40, 16)).astype(np.float32), ref_y[:40]
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count", device=torch.device("cpu"),
+                              knn_func=CustomKNN(CosineSimilarity()))
+    reference = calc.get_accuracy(torch.from_numpy(q), torch.from_numpy(q_y), torch.from_numpy(ref), torch.from_numpy(ref_y), ref_includes_query=False)
+    relevant = np.bincount(ref_y, minlength=7)[q_y]
+    hits = []
+    for q0, scores in score_blocks(l2_normalise(q), [ref], transform=l2_normalise, chunk=64, memory_mb=0.5):
+        for i, row in enumerate(scores):
+            top = top_k_row(row, max(10, int(relevant[q0 + i])))
+            hits.append((ref_y[top] == q_y[q0 + i], int(relevant[q0 + i])))
+    ours = class_level_metrics(hits)
+    assert ours["R@1"] == pytest.approx(100 * reference["precision_at_1"]) and ours["R@1"] > 30
+    assert ours["mAP@R"] == pytest.approx(100 * reference["mean_average_precision_at_r"])
+
+
 def _reference_style_map(ranking: list[int], ok: set, junk: set) -> tuple[float, list[float]]:
     """The definition, literally: drop junk from the ranking, walk it, trapezoids; P@k with kq."""
     kept = [j for j in ranking if j not in junk]
@@ -171,15 +200,19 @@ def copy_revisited(toy_root: Path, dest: Path) -> Path:
     return dest / "gnd_toyrevisited.pkl"
 
 
-def vit(img_size: int = 32):
-    return BACKBONES.get("timm:vit_tiny_patch16_224").factory(weights="random", seed=0, img_size=img_size)
+@pytest.fixture(scope="module")
+def vit():
+    """A random-init ViT-Tiny at 32 px, built once for the descriptor tests."""
+    backbone = BACKBONES.get("timm:vit_tiny_patch16_224").factory(weights="random", seed=0, img_size=32)
+    backbone.model.eval()
+    return backbone
 
 
 def context(tmp_path: Path) -> RunContext:
     return RunContext(device="cpu", seed=0, cell_id="t", feature_cache=FeatureCache(tmp_path / "features"), checkpoint_dir=None)
 
 
-def test_query_feature_is_computed_on_the_box_crop(toy_root, tmp_path):
+def test_query_feature_is_computed_on_the_box_crop(toy_root, vit, tmp_path):
     import torch
     from PIL import Image
 
@@ -187,7 +220,7 @@ def test_query_feature_is_computed_on_the_box_crop(toy_root, tmp_path):
 
     task = TASKS.get(f"retrieval:{copy_revisited(toy_root, tmp_path / 'rox')}").factory()
     assert task.kind == "image_retrieval" and task.crops_queries
-    backbone, ctx = vit(), context(tmp_path)
+    backbone, ctx = vit, context(tmp_path)
     cropped = np.asarray(cached_descriptors(backbone, task.queries(crop=True), task.name, "query", Descriptor(), ctx, 4))
     whole = np.asarray(cached_descriptors(backbone, task.queries(crop=False), task.name, "query", Descriptor(), ctx, 4))
     assert ctx.feature_cache.misses == 2  # the box is part of the cache key
@@ -199,13 +232,13 @@ def test_query_feature_is_computed_on_the_box_crop(toy_root, tmp_path):
     assert not np.allclose(whole[3], expected, atol=1e-3)
 
 
-def test_gem_cls_and_multiscale_descriptors(tmp_path):
+def test_gem_cls_and_multiscale_descriptors(vit):
     import torch
 
     from harness.retrieval_features import describe, make_descriptor
 
-    backbone = vit()
-    model = backbone.model.eval()
+    backbone = vit
+    model = backbone.model
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         tokens = model.forward_features(x)

@@ -75,12 +75,18 @@ class ImageRetrieval(_SearchSettings):
 
         descriptor = make_descriptor(hparams)
         batch = int(hparams["batch_size"])
+        whitening_data = separate_whitening_set(str(hparams["whitening"]), task) if hparams.get("whitening") else None  # refused before any extraction
         queries = task.queries(crop=bool(hparams["query_crop"]))
         query_x = cached_descriptors(backbone, queries, task.query_cache_name or task.name, "query", descriptor, ctx, batch)
         parts = [cached_descriptors(backbone, p.dataset(), p.cache_name, p.split, descriptor, ctx, batch) for p in task.parts]
         transform, whitening = l2_normalise, None
-        if hparams.get("whitening"):
-            transform, whitening = self._whitening(backbone, task, hparams, descriptor, ctx, batch)
+        if whitening_data is not None:
+            from ..retrieval_whitening import PCAWhitening
+
+            dataset, cache_name = whitening_data
+            features = cached_descriptors(backbone, dataset, cache_name, "whitening", descriptor, ctx, batch)
+            transform = PCAWhitening.fit(np.asarray(features), dim=hparams.get("whitening_dim"))
+            whitening = {"source": str(hparams["whitening"]), **transform.describe()}
         t0 = time.perf_counter()
         targets = task.targets()
         ranks, top = [], []
@@ -106,21 +112,16 @@ class ImageRetrieval(_SearchSettings):
                                     "top": [[names[j] if names else int(j) for j in t] for t in top]}}
         return MethodResult(metrics, task.metric, protocol, artifacts=artifacts)
 
-    def _whitening(self, backbone, task, hparams, descriptor, ctx, batch):
-        """PCA whitening learned on the declared set (never one sharing an image with this task)."""
-        from ..retrieval_features import cached_descriptors
-        from ..retrieval_whitening import PCAWhitening
-
-        source = str(hparams["whitening"])
-        dataset, cache_name = whitening_set(source)
-        evaluated = {str(s.image) for s in task.query_samples} | {str(s.image) for p in task.parts for s in p.samples}
-        shared = [str(s.image) for s in dataset.samples if str(s.image) in evaluated]
-        if shared:
-            raise BobError(f"whitening={source} shares {len(shared)} image(s) with {task.name}'s queries or database (e.g. {shared[0]}); "
-                           "learn the whitening on a separate set (another dataset's database, or a folder of unrelated images)")
-        features = cached_descriptors(backbone, dataset, cache_name, "whitening", descriptor, ctx, batch)
-        pca = PCAWhitening.fit(np.asarray(features), dim=hparams.get("whitening_dim"))
-        return pca, {"source": source, **pca.describe()}
+def separate_whitening_set(source: str, task):
+    """The whitening set and its cache name; one sharing an image with ``task``'s queries or
+    database is a one-line error (whitening is never learned on the test data)."""
+    dataset, cache_name = whitening_set(source)
+    evaluated = {str(s.image) for s in task.query_samples} | {str(s.image) for p in task.parts for s in p.samples}
+    shared = [str(s.image) for s in dataset.samples if str(s.image) in evaluated]
+    if shared:
+        raise BobError(f"whitening={source} shares {len(shared)} image(s) with {task.name}'s queries or database (e.g. {shared[0]}); "
+                       "learn the whitening on a separate set (another dataset's database, or a folder of unrelated images)")
+    return dataset, cache_name
 
 
 def whitening_set(source: str):
