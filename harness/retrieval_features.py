@@ -114,7 +114,7 @@ def check_support(backbone, model, descriptor: Descriptor) -> None:
             raise _support_error(backbone, descriptor, "only open_clip ViT towers expose their patch tokens")
         if source not in ("timm", "openclip"):
             raise _support_error(backbone, descriptor, f"backbones of source {source!r} expose no feature map")
-    if (len(descriptor.scales) > 1 or descriptor.scales != (1.0,) or descriptor.resize != "square") and source == "openclip":
+    if (descriptor.scales != (1.0,) or descriptor.resize != "square") and source == "openclip":
         raise BobError(f"scales={descriptor.scales} / resize={descriptor.resize} need a backbone that runs at other input sizes; "
                        f"{backbone.name}'s open_clip tower has a fixed grid (use scales=single, resize=square)")
 

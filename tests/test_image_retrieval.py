@@ -256,6 +256,11 @@ def test_gem_cls_and_multiscale_descriptors(vit):
 
     with pytest.raises(BobError, match="pooling=cls cannot run on timm:resnet18.*class token"):
         check_support(cnn, cnn.model, make_descriptor({"pooling": "cls"}))
+    clip = BACKBONES.get("openclip:ViT-S-32").factory(weights="random", seed=0, img_size=32)  # declared support, checked without building
+    with pytest.raises(BobError, match="open_clip tower's head output already is its class embedding"):
+        check_support(clip, None, make_descriptor({"pooling": "cls"}))
+    with pytest.raises(BobError, match="fixed grid"):
+        check_support(clip, None, make_descriptor({"scales": "bob"}))
     with pytest.raises(BobError, match="scales="):
         make_descriptor({"scales": "1,9"})
 
