@@ -104,9 +104,10 @@ def check_support(backbone, model, descriptor: Descriptor) -> None:
     """One-line error when the built model cannot give this descriptor."""
     source = backbone.meta.get("source")
     if descriptor.pooling == "cls":
+        if source == "openclip":
+            raise _support_error(backbone, descriptor, "an open_clip tower's head output already is its class embedding (use pooling=head)")
         if source != "timm" or getattr(model, "cls_token", None) is None:
-            raise _support_error(backbone, descriptor, "it has no class token read through timm's forward_features "
-                                 "(an open_clip tower's head output already is its class embedding: use pooling=head)")
+            raise _support_error(backbone, descriptor, "it has no class token (use pooling=gem or head)")
     if descriptor.pooling == "gem":
         if source == "timm" and not hasattr(model, "forward_features"):
             raise _support_error(backbone, descriptor, "the model has no forward_features")

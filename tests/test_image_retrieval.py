@@ -412,3 +412,16 @@ hparams:
     assert "## folder:" in md and "| R@1 | R@5 | R@10 | mAP@R |" in md
     page = (tmp_path / "lb" / "ret" / "index.html").read_text()
     assert '"tab": "retrieval"' in page and "retrieval/toy/classes" in page
+
+
+def test_the_published_grid_expands():
+    """grids/retrieval.yaml (leaderboards/retrieval): 2 backbones x (3 generated sets x 4 descriptors + knn_retrieval on digits)."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    from .conftest import REPO
+
+    dry = CliRunner().invoke(main, ["sweep", str(REPO / "grids" / "retrieval.yaml"), "--results", "res", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "26 cells -> 26 to run, 0 done, 0 failed before, 0 skipped" in dry.output
