@@ -54,7 +54,7 @@ def _or_dash(value):
 @click.option("--pretrain", help="backbones: supervised, self-supervised, vision-language ...")
 @click.option("--source", help="backbones: timm, openclip, hf (language models), hf-owl, scratch, baseline")
 @click.option("--data", "pretrain_data", help="backbones: pre-training data (substring: LAION-2B, ImageNet-21k ...)")
-@click.option("--kind", help="tasks/methods: classification, retrieval, detection, icl_regression, lm_probe")
+@click.option("--kind", help="tasks/methods: classification, retrieval, image_retrieval, detection, icl_regression, lm_probe")
 @click.option("--group", help="tasks: e.g. builtin, vtab1k/natural")
 @click.option("--suite", help="tasks: vtab1k, fgvc, retrieval, detection, icl")
 def list_cmd(what, family, pretrain, source, pretrain_data, kind, group, suite):

@@ -13,8 +13,9 @@ CLASSIFICATION = "classification"
 DETECTION = "detection"
 ICL_REGRESSION = "icl_regression"
 LM_PROBE = "lm_probe"
-RETRIEVAL = "retrieval"
-TASK_KINDS = (CLASSIFICATION, DETECTION, ICL_REGRESSION, LM_PROBE, RETRIEVAL)
+RETRIEVAL = "retrieval"  # image-text
+IMAGE_RETRIEVAL = "image_retrieval"  # image to image: a query set ranked against a database
+TASK_KINDS = (CLASSIFICATION, DETECTION, ICL_REGRESSION, LM_PROBE, RETRIEVAL, IMAGE_RETRIEVAL)
 
 
 @dataclass

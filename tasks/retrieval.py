@@ -161,7 +161,13 @@ def _from_spec(name: str, spec: str, group: str) -> RetrievalTask:
 def _resolve(name: str) -> Entry:
     spec = name.split(":", 1)[1]
     if not spec:
-        raise BobError("task 'retrieval:' needs a path: retrieval:<karpathy json>@<image folder>")
+        raise BobError("task 'retrieval:' needs a path: retrieval:<karpathy json>@<image folder> (image-text) "
+                       "or retrieval:<folder or gnd_*.pkl> (image-to-image)")
+    from .image_retrieval.catalog import local_entry
+
+    image_to_image = local_entry(name, spec)  # a folder or a gnd pickle: image-to-image retrieval
+    if image_to_image is not None:
+        return image_to_image
     return Entry(name, lambda data_root=None, **_: _from_spec(name, spec, "retrieval/local"),
                  {"kind": RETRIEVAL, "group": "retrieval/local", "metrics": RETRIEVAL_METRICS})
 
@@ -171,7 +177,8 @@ _DESCRIPTIONS = {"retrieval/flickr30k": "Flickr30k 1k test images x 5 captions (
 for _task_id in BUILTIN_SETS:
     TASKS.add(_task_id, _builtin_factory(_task_id), kind=RETRIEVAL, group="retrieval", suite="retrieval", metric="mean_recall",
               metrics=RETRIEVAL_METRICS, description=_DESCRIPTIONS[_task_id])
-TASKS.add_prefix("retrieval", _resolve, "retrieval:<karpathy json>@<image folder> reads a local image-text set")
+TASKS.add_prefix("retrieval", _resolve, "retrieval:<karpathy json>@<image folder> reads a local image-text set, "
+                  "retrieval:<folder or gnd_*.pkl>[?cap=N] an image-to-image set (class folders, revisited, Copydays, GLDv2 layouts)")
 
 register_suite(
     "retrieval", title="Image-text retrieval", rule="mean_of_tasks", group_columns=False,
