@@ -117,6 +117,7 @@ def base_name(name: str) -> str:
 
 def _load_builtin_recipes() -> None:
     from . import adapters, lora, selective, ssf, vpt  # noqa: F401 - importing registers them
+    from . import adapter_bias, convpass, e2vpt, fact, gated_prompt, gps, sct, svfit  # noqa: F401 - the PEFT papers' own methods
 
 
 def train_mode(model, adapted: bool) -> None:
