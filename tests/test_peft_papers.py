@@ -125,6 +125,19 @@ def test_literature_recipe_on_a_tiny_vit(recipe):
     assert (adaptation.merge is not None) == (recipe in merges)
 
 
+def test_literature_recipes_train_under_bf16_autocast():
+    """On a GPU the loop runs under bf16 autocast (amp: auto): every hook must accept bf16 activations next to fp32 parameters."""
+    for recipe in LITERATURE:
+        model = tiny_vit()
+        apply_recipe(recipe, model, SMALL[recipe], data=split(32, amp="bf16"))
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.randn(4, 3, 32, 32))
+        out.float().sum().backward()
+        assert torch.isfinite(out.float()).all()
+        assert all(p.grad is not None for p in model.parameters() if p.requires_grad), recipe
+
+
 @pytest.mark.parametrize("recipe,hp", [("svfit", {"r": 2}), ("gps", {"selection_loss": "ce"}), ("sct", {"channels": 0.125})])
 def test_any_linear_or_conv_recipes_on_resnet18(recipe, hp):
     adaptation = check_literature_recipe(resnet18, recipe, hp, 64)

@@ -195,7 +195,7 @@ def prune_and_rewind(encoder, initial: dict, token_score, piece_score, hp) -> di
     pruned_pieces = {t: lowest(piece_score[t], per_token) for t in kept} if per_token else {}
     segments = [j * pieces + s for j, t in enumerate(kept) for s in range(pieces) if s not in pruned_pieces.get(t, [])]
     for i, block in enumerate(encoder.blocks):
-        start = initial[f"blocks.{i}.e2vpt_prompt"][kept]
+        start = initial[f"blocks.{i}.e2vpt_prompt"][kept].to(block.e2vpt_prompt.device)  # the first fit may have moved the model
         if per_token:
             width = start.shape[1] // pieces
             block.e2vpt_prompt = nn.Parameter(start.reshape(len(kept) * pieces, width)[segments].clone())

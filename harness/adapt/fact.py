@@ -76,7 +76,7 @@ def _delta(block, cores, x_low, first: int, count: int):
     import torch
 
     root = block.fact_root()
-    z = torch.einsum("...r,jrs->...js", x_low, cores[first:first + count])
+    z = torch.einsum("...r,jrs->...js", x_low, cores[first:first + count].to(x_low.dtype))  # under autocast x_low is bf16
     return root.fact_v(root.fact_dropout(z))
 
 
@@ -109,7 +109,7 @@ def _fc2_hook(module, inputs, output):
     m = (block.fact_slices - 4) // 2
     x = inputs[0]
     low = root.fact_u(x.reshape(*x.shape[:-1], m, -1))  # (..., m, r): each d-wide input slice through U
-    cores = _cores(block)[4 + m:4 + 2 * m]
+    cores = _cores(block)[4 + m:4 + 2 * m].to(low.dtype)
     z = torch.einsum("...jr,jrs->...s", low, cores)  # the fc2 slices sum into one output
     return output + root.fact_scale * root.fact_v(root.fact_dropout(z))
 

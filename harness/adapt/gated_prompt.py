@@ -49,7 +49,7 @@ def _gate_hook(block, args, output):
 
     n, p = block.gpt_prefix, block.gpt_count
     gate = torch.sigmoid(block.gpt_gate)
-    mixed = gate * output[:, n:n + p] + (1 - gate) * block.gpt_in
+    mixed = (gate * output[:, n:n + p] + (1 - gate) * block.gpt_in).to(output.dtype)
     block.gpt_in = None
     return torch.cat([output[:, :n], mixed, output[:, n + p:]], dim=1)
 
@@ -59,7 +59,7 @@ def _temperature_hook(qkv, inputs, output):
 
     t = qkv.gpt_temperature.clamp(*TEMPERATURE_RANGE)
     c = output.shape[-1] // 3
-    return torch.cat([output[..., :c] / t, output[..., c:]], dim=-1)
+    return torch.cat([(output[..., :c] / t).to(output.dtype), output[..., c:]], dim=-1)
 
 
 def check_hparams(hp) -> None:

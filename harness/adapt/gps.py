@@ -81,6 +81,7 @@ def gradients(encoder, layers, data, hp) -> dict:
     """Sum over the training split of d loss / d weight, for every selectable layer (the backbone frozen, in eval mode)."""
     import torch
 
+    encoder.to(data.device)  # the selection runs where the cell trains (the loop's caller moves the model there anyway)
     weights = {name: module.weight for name, module in layers}
     saved = {name: p.requires_grad for name, p in encoder.named_parameters()}
     selected = {id(w) for w in weights.values()}

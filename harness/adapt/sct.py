@@ -48,7 +48,7 @@ def _sct_hook(module, inputs, output):
         update = module.sct_map(chosen.movedim(1, -1)).movedim(-1, 1)
     else:
         update = module.sct_map(chosen)
-    return output.index_add(dim, module.sct_index, update)
+    return output.index_add(dim, module.sct_index, update.to(output.dtype))
 
 
 def channels_for(k, width: int) -> int:
@@ -97,7 +97,7 @@ def saliency(encoder, layers, data) -> dict:
         return hook
 
     handles = [module.register_forward_hook(capture(name, module)) for name, module in layers]
-    encoder.eval()
+    encoder.to(data.device).eval()  # the selection runs where the cell trains
     seen = torch.zeros(data.num_classes, dtype=torch.bool)  # classes absent from the split do not enter the class mean
     try:
         with torch.no_grad():

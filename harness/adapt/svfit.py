@@ -30,7 +30,7 @@ def _svfit_hook(module, inputs, output):
     x = inputs[0]
     scale = module.svfit_values - module.svfit_init  # zero at step 0: exactly the backbone
     if isinstance(module, nn.Linear):  # low-rank path: (x V) * ds @ U^T
-        return output + ((x @ module.svfit_v.t()) * scale) @ module.svfit_u.t()
+        return output + (((x @ module.svfit_v.t().to(x.dtype)) * scale.to(x.dtype)) @ module.svfit_u.t().to(x.dtype)).to(output.dtype)
     delta = ((module.svfit_u * scale) @ module.svfit_v).reshape(module.weight.shape)  # a conv (grouped ones too) takes the dense update
     return output + apply_weight(module, x, delta)
 
