@@ -294,6 +294,8 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
             if reason:
                 skipped.append((spec, reason))
             else:
+                if validate and hasattr(METHODS.get(method).factory, "validate_cell"):  # budgets against the backbone (a rank above a layer's...)
+                    METHODS.get(method).factory().validate_cell(spec)
                 cells.append(spec)
     seen, unique = set(), []
     for spec in cells:

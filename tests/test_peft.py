@@ -15,7 +15,7 @@ from harness.adapt import RECIPES, apply_recipe, base_name, get_recipe, train_mo
 from harness.errors import BobError  # noqa: E402
 
 get_recipe("lora")  # loads the built-in recipes
-BUILTIN = sorted(r for r in RECIPES if not r.startswith("peft:"))
+BUILTIN = sorted(r for r in RECIPES if not r.startswith("peft:") and not RECIPES[r].paper)  # the papers' own methods: test_peft_papers.py
 SMALL_HP = {"r": 4, "k": 1, "bottleneck": 4, "prompts": 3, "prompt_dropout": 0.0}
 
 

@@ -194,12 +194,16 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
 
     from ..adapt import apply_recipe, train_mode
     from ..adapt.accounting import latency_ms, parameter_report, peak_memory_mb, reset_peak_memory
+    from ..adapt.training_split import TrainingSplit
 
     device = ctx.device
     torch.manual_seed(ctx.seed)
     encoder = copy.deepcopy(backbone.model)
     backbone_params = sum(p.numel() for p in encoder.parameters())
-    adaptation = apply_recipe(recipe, encoder, hp) if recipe else None
+    # a recipe that selects from data (SCT, GPS, E2VPT's pruning) sees this cell's training split, nothing else
+    split = TrainingSplit(train_split, task.num_classes, lambda aug: task.load(train_split).with_transform(backbone.preprocess.train_transform(aug, task.hflip_ok)),
+                          hp, ctx, checkpoint, backbone.feature_dim, backbone.meta)
+    adaptation = apply_recipe(recipe, encoder, hp, data=split) if recipe else None
     if adaptation is None:
         encoder.requires_grad_(True)
     head = torch.nn.Linear(backbone.feature_dim, task.num_classes)
@@ -209,6 +213,8 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     report["recipe"] = recipe or "full"
     if adaptation is not None and adaptation.notes:
         report["recipe_notes"] = {k: v for k, v in adaptation.notes.items() if isinstance(v, (int, float, str, bool, dict, list))}
+    if adaptation is not None and adaptation.artifacts:
+        report["artifacts"] = adaptation.artifacts
     augment = bool(hp["augment"])
     train_ds = task.load(train_split).with_transform(backbone.preprocess.train_transform(augment, task.hflip_ok))
     if not augment:
@@ -234,6 +240,9 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
         metric_prefix=train_split)
     report["peak_memory_mb"], report["peak_memory_kind"] = peak_memory_mb(device)
     report["train_images_per_s"] = round(images_seen / fit_s, 2) if images_seen and fit_s > 0 else None
+    if adaptation is not None:  # a recipe whose update folds into the weights: the merged model is what is evaluated and timed
+        report.update(adaptation.merge(encoder) if adaptation.merge is not None else {"merged": False})
+        report["extra_params_served"] = 0 if report["merged"] else report["extra_params"]
 
     t0 = time.perf_counter()
     model.eval()
