@@ -251,6 +251,29 @@ def test_every_method_lowers_its_loss_on_a_learnable_task_and_leaves_the_towers_
         assert len(report["curve"]) == 4 and state_sha256(cell.towers.clip) == before_towers
 
 
+def test_class_token_position_moves_the_name_not_the_end_token(cells):
+    import torch
+
+    from harness.prompt.learners import TextContext
+
+    cell, _ = cells["bob-tiny-clip", "coop"]
+    towers = cell.towers
+    names = ["red", "dark green"]
+    for position in ("end", "middle", "front"):
+        prompt = TextContext(towers, 4, "", position=position)
+        ct = towers.class_text(names, prompt.prefix, "cpu")
+        emb = prompt.embeddings(ct)
+        assert emb.shape == ct.embeddings.shape
+        for i, name in enumerate(names):
+            k = ct.name_lens[i]
+            name_emb = ct.embeddings[i, 1 + 4:1 + 4 + k]
+            at = {"end": 1 + 4, "middle": 1 + 2, "front": 1}[position]
+            assert torch.equal(emb[i, at:at + k], name_emb), (position, name)
+            ctx_rows = [j for j in range(1, 1 + 4 + k) if not at <= j < at + k]
+            assert torch.equal(emb[i, ctx_rows], prompt.ctx.detach()), (position, name)
+            assert torch.equal(emb[i, 1 + 4 + k:], ct.embeddings[i, 1 + 4 + k:])  # '.', end token and padding stay where the ids say
+
+
 def test_vision_prompts_need_a_vit_and_depth_within_the_towers(cells):
     cell, _ = cells["bob-tiny-clip", "maple"]
     with pytest.raises(BobError, match="depth=5 must be an integer from 1 to 2"):
@@ -421,3 +444,9 @@ def test_bad_input_is_a_one_line_error(tmp_path, toy_root):
     record = run_cell(spec, data_paths=toy_paths(toy_root), device="cpu", log=lambda s: None)
     assert record["status"] == "skipped" and "needs both towers" in record["error"]["message"]
     assert "linear" in (check_supported(RunSpec("timm:resnet18", "linear", "coop:toy_colours?shots=4&protocol=base2new", 1)) or "")
+    from tasks.prompt_learning.verify import check_coop_data
+
+    check = check_coop_data("coop:dtd?shots=4", str(tmp_path))  # the reference split's images were never written
+    assert check.status == "invalid" and check.counts["train"] == 39 and "20 image(s) of its val split" not in check.message()
+    assert "39 image(s) of its train split are missing" in check.message()
+    assert check_coop_data("coop:dtd?shots=4", str(tmp_path / "nowhere")).status == "missing"

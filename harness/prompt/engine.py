@@ -93,10 +93,16 @@ class PromptCell:
 
     # -- features -------------------------------------------------------------------------------------
     def features(self, split: str):
-        """Frozen image features of a split (the feature cache shared with zero-shot, kNN and linear probes)."""
+        """Frozen image features of a split, through the feature cache. Keyed by the dataset rather than
+        the task id (the key also holds the split's sample list), so the test features of one dataset
+        are extracted once for every shot count, seed and method."""
+        from types import SimpleNamespace
+
         from ..features import split_features
 
-        return split_features(self.backbone, self.task, split, self.ctx, int(self.hp.get("batch_size") or 64))
+        dataset = getattr(self.task, "dataset", "")
+        source = SimpleNamespace(name=f"prompt-data:{dataset}" if dataset else self.task.name, load=self.task.load, union_splits={})
+        return split_features(self.backbone, source, split, self.ctx, int(self.hp.get("batch_size") or 64))
 
     def build_learner(self, **extra):
         from . import learners

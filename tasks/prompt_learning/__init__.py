@@ -19,6 +19,8 @@ from harness.registry import TASKS, Entry
 from harness.suites import register_suite
 from harness.types import CLASSIFICATION
 
+from .verify import PREPARE_NOTES
+
 # methods whose classifier is built from class names, so they classify classes they never trained on
 TRANSFER_METHODS = ("zsclip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "tpt", "clip_adapter")
 TRANSFER_WHY = "its evaluation classes are not the training classes; only methods that build the classifier from class names run it"
@@ -45,6 +47,12 @@ def _fewshot_identity(name, seed, data_root, data_paths):
     return fewshot_identity(name, seed, data_root, data_paths)
 
 
+def _check(task_id, data_root, override=None, open_images=False):
+    from .verify import check_coop_data
+
+    return check_coop_data(task_id, data_root, override, open_images)
+
+
 def _coop_factory(name: str):
     def factory(data_root=None, overrides=None, cell=None, **_):
         from .task import build_coop_task
@@ -55,7 +63,7 @@ def _coop_factory(name: str):
 
 
 def _coop_meta(name: str, dataset: str, shots: int, protocol: str) -> dict:
-    meta = {"kind": CLASSIFICATION, "group": f"prompt-learning/{protocol}", "metric": "top1", "data_identity": _identity,
+    meta = {"kind": CLASSIFICATION, "group": f"prompt-learning/{protocol}", "metric": "top1", "data_identity": _identity, "prefetch": _check,
             "class_names": True, "protocol": protocol, "shots": shots, "dataset": dataset,
             "description": {"fewshot": f"{DATASET_NAMES[dataset]} {shots}-shot (CoOp split, seed draws the shots)",
                             "base2new": f"{DATASET_NAMES[dataset]} base-to-new, {shots} shots of the base classes",
@@ -110,7 +118,8 @@ def _register() -> None:
                 name = _task_id(dataset, shots, protocol)
                 TASKS.add(name, _coop_factory(name), **{**_coop_meta(name, dataset, shots, protocol), "suite": suite, "group": f"{suite}/{group}"})
         register_suite(suite, title=title, caption=caption, rule="mean_of_tasks", group_columns=len(groups) > 1,
-                       groups=[{"name": g, "title": t, "tasks": [_task_id(*m) for m in members]} for g, t, members in groups])
+                       groups=[{"name": g, "title": t, "tasks": [_task_id(*m) for m in members]} for g, t, members in groups],
+                       check_data=_check, prepare_notes=PREPARE_NOTES)
 
 
 _register()
