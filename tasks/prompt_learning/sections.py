@@ -68,7 +68,11 @@ def _curves_section(curves) -> Section:
     import matplotlib.pyplot as plt
 
     panels = sorted({d for per in curves.values() for d in per}, key=lambda d: (d != "average", d))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False, constrained_layout=True)
+    lines = sorted(curves)
+    colours = plt.cm.tab20.colors
+    style = {key: (colours[(2 * i) % 20 + (2 * i) // 20 % 2], "osD^v<>p*hX"[i % 11]) for i, key in enumerate(lines)}
+    all_shots = sorted({k for per in curves.values() for points in per.values() for k in points})
     csv = ["backbone,method,dataset,shots,mean,ci_low,ci_high,seeds"]
     summary = []
     for ax, panel in zip(axes[0], panels):
@@ -78,11 +82,12 @@ def _curves_section(curves) -> Section:
                 continue
             shots = sorted(points)
             means = [points[k]["mean"] for k in shots]
-            ax.plot(shots, means, marker="o", label=f"{method} ({backbone})" if len({b for b, _ in curves}) > 1 else method)
+            colour, marker = style[backbone, method]
+            ax.plot(shots, means, marker=marker, color=colour, label=f"{method} ({backbone})" if len({b for b, _ in curves}) > 1 else method)
             lo = [points[k]["lo"] for k in shots]
             hi = [points[k]["hi"] for k in shots]
             if all(v == v for v in lo + hi):  # intervals need two seeds
-                ax.fill_between(shots, lo, hi, alpha=0.15)
+                ax.fill_between(shots, lo, hi, alpha=0.12, color=colour, linewidth=0)
             for k in shots:
                 p = points[k]
                 csv.append(f"{backbone},{method},{panel},{k},{p['mean']:.4f},{p['lo']:.4f},{p['hi']:.4f},{p['n']}")
@@ -91,14 +96,15 @@ def _curves_section(curves) -> Section:
                                 **{f"k{k}": f"{points[k]['mean']:.1f}" + (f" [{points[k]['lo']:.1f}, {points[k]['hi']:.1f}]" if points[k]["lo"] == points[k]["lo"] else "")
                                    for k in shots}})
         ax.set_xscale("log", base=2)
+        ax.set_xticks(all_shots, [str(k) for k in all_shots])
+        ax.minorticks_off()
         ax.set_title(panel if panel != "average" else "average over datasets", fontsize=9)
         ax.set_xlabel("shots per class")
         ax.set_ylabel("top-1 (%)")
-    axes[0][0].legend(fontsize=6)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     html = figure_html(fig, "accuracy against shots per class, mean and 95% interval over seeds")
     plt.close(fig)
-    all_shots = sorted({k for row in summary for k in row if k.startswith("k")}, key=lambda k: int(k[1:]))
-    cols = [("backbone", "backbone"), ("method", "method")] + [(k, f"{k[1:]}-shot") for k in all_shots]
+    cols = [("backbone", "backbone"), ("method", "method")] + [(f"k{k}", f"{k}-shot") for k in all_shots]
     caption = "Few-shot accuracy (top-1 %, test) against shots per class: mean over seeds with its 95% bootstrap interval; the average is over the datasets every seed has."
     return Section(TAB, "Accuracy against shots", f"<p>{esc(caption)}</p>" + html + table_html(summary, cols),
                    f"_{caption}_\n\nAverage over datasets:\n\n" + table_markdown(summary, cols) + "\n[prompt_shots.csv](prompt_shots.csv)\n",
