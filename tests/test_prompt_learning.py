@@ -450,3 +450,40 @@ def test_bad_input_is_a_one_line_error(tmp_path, toy_root):
     assert check.status == "invalid" and check.counts["train"] == 39 and "20 image(s) of its val split" not in check.message()
     assert "39 image(s) of its train split are missing" in check.message()
     assert check_coop_data("coop:dtd?shots=4", str(tmp_path / "nowhere")).status == "missing"
+
+
+def test_gaussian_aggregation_survives_a_resumed_fit(toy_root, tmp_path):
+    """PromptSRC's aggregate is state in the learner's buffers: a fit interrupted after epoch 2 and
+    resumed from its checkpoint ends with the same prompts as an uninterrupted one."""
+    import torch
+
+    from harness.prompt.engine import PromptCell
+
+    backbone = BACKBONES.get("openclip:bob-tiny-clip").factory(weights="random", seed=0, img_size=32)
+    spec = cell_for("promptsrc", "coop:toy_colours?shots=2", 1, toy_paths(toy_root))
+    task = TASKS.get(spec.task).factory(overrides=toy_paths(toy_root), cell=spec)
+    hp = METHODS.get("promptsrc").factory().resolve_hparams({"img_size": 32, "epochs": 3, "batch_size": 4, "depth_text": 2, "depth_vision": 2,
+                                                            "gpa_std": 1.0})
+
+    logs = []
+
+    def train(folder, on_metrics=None):
+        ctx = RunContext(device="cpu", seed=1, cell_id="gpa", feature_cache=FeatureCache(None), checkpoint_dir=folder, on_metrics=on_metrics,
+                         log=logs.append)
+        cell = PromptCell("promptsrc", backbone, task, hp, ctx)
+        learner = cell.build_learner()
+        report = cell.train(learner, {"t": 1})
+        return {n: p.detach().clone() for n, p in learner.named_parameters()}, report
+
+    straight, report = train(None)
+    assert report["gpa"]["weights"][1] > 0 and len(report["gpa"]["weights"]) == 3
+
+    def crash(metrics, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("preempted")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "ckpt", crash)
+    resumed, _ = train(tmp_path / "ckpt")
+    assert any("at epoch 2/3" in line for line in logs)  # it did resume, after the second epoch
+    assert straight.keys() == resumed.keys() and all(torch.allclose(straight[n], resumed[n], atol=1e-6) for n in straight)

@@ -254,7 +254,7 @@ class ValSelection:
         params = dict(learner.named_parameters())
         for name in self.names:
             learner.register_buffer("best__" + name.replace(".", "__"), params[name].detach().clone())
-        learner.register_buffer("best_val", torch.tensor(-1.0))
+        learner.register_buffer("best_val", torch.tensor(-1.0, dtype=torch.float64))
         learner.register_buffer("best_epoch", torch.tensor(0))
         self.history: list[dict] = []
 
@@ -371,6 +371,8 @@ def run_prompt_cell(method: str, backbone, task, hparams: dict[str, Any], ctx):
             protocol.update(selected_on="val", selected={"epoch": report["selection"]["epoch"]}, selection=report.pop("selection"))
         elif kind == "trained" or int(cell.hp["epochs"]) > 0:
             protocol["selection"] = f"last epoch of the declared budget ({cell.hp['epochs']} epochs)"
+        if report.get("gpa"):
+            protocol["selection"] = f"Gaussian prompt aggregation over the {cell.hp['epochs']} epochs (the method's final model; nothing chosen on val or test)"
         if kind == "tpt":
             protocol["tpt"] = {k: cell.hp[k] for k in ("views", "selection", "tta_steps", "tta_lr", "augmix")}
             protocol["tpt"]["reset"] = "prompt and optimizer state restored after every test image"
