@@ -1,6 +1,6 @@
 """Prompt learning for vision-language backbones (CoOp and successors) on open_clip towers.
 
-- ``evalsets.py``: what a cell evaluates (the test split, base / new classes, targets);
+- ``sets.py``: what a cell evaluates (the test split, base / new classes, targets);
 - ``towers.py``: an open_clip model's text and image towers in the pieces prompt learners need
   (token embeddings, blocks, pooling, projection), widths read from the model;
 - ``learners.py``: the learners (context vectors, meta-net, deep prompts, adapters), each naming

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BobError
 from ..spec import canonical_json
-from .evalsets import EvalSet, eval_sets_of, metric_name, metric_specs, summarise
+from .sets import PromptSet, prompt_sets_of, metric_name, metric_specs, summarise
 from .recipes import PROMPT_RECIPES, PromptRecipe, resolve_auto
 
 
@@ -57,7 +57,7 @@ class PromptCell:
 
         clip, tokenizer = backbone.clip_model(hp.get("tokenizer"))
         self.towers = Towers(clip.to(self.device), tokenizer, backbone.name)
-        self.sets: list[EvalSet] = eval_sets_of(task)
+        self.sets: list[PromptSet] = prompt_sets_of(task)
         names, templates, self.names_source = task.class_text() if task.class_text else (None, None, None)
         if names is None:
             raise BobError(f"method {method}: task {task.name} has no class names; prompt learning builds its classifier from them")
@@ -220,7 +220,7 @@ class PromptCell:
         self.ctx.add_time("eval", time.perf_counter() - t0)
         return metrics
 
-    def tpt_logits(self, learner, es: EvalSet, classes) -> tuple[np.ndarray, np.ndarray]:
+    def tpt_logits(self, learner, es: PromptSet, classes) -> tuple[np.ndarray, np.ndarray]:
         from ..data import open_rgb
         from ..progress import progress
         from .tpt import tpt_predict, views_of
@@ -336,7 +336,7 @@ def run_prompt_cell(method: str, backbone, task, hparams: dict[str, Any], ctx):
     before = state_sha256(cell.towers.clip)
     base_hp = dict(cell.hp)
     protocol: dict[str, Any] = {"selected_on": None, "selected": {}, "trained_on": "train", "reported_on": [es.split for es in cell.sets],
-                                "eval_sets": [{"name": es.name, "split": es.split, "role": es.role, "classes": len(es.class_names)} for es in cell.sets],
+                                "prompt_sets": [{"name": es.name, "split": es.split, "role": es.role, "classes": len(es.class_names)} for es in cell.sets],
                                 "class_names_source": cell.names_source, "resolved": cell.auto}
     fewshot = (getattr(task, "split_provenance", None) or {}).get("fewshot")
     if fewshot:

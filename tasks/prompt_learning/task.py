@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from harness.errors import BobError, did_you_mean
-from harness.prompt.evalsets import EvalSet
+from harness.prompt.sets import PromptSet
 from harness.types import CLASSIFICATION, Task
 
 from .datasets import COOP_DATASETS, DATASETS, TOY_DATASETS, Item, SplitData, dataset_folder, dataset_spec, read_dataset
@@ -39,9 +39,9 @@ BASE2NEW_RULE = "labels sorted; the first ceil(n/2) are base, the rest new (CoOp
 
 @dataclass
 class PromptTask(Task):
-    """A classification task whose cell trains on a few-shot subset and evaluates ``eval_sets``."""
+    """A classification task whose cell trains on a few-shot subset and evaluates ``prompt_sets``."""
 
-    eval_sets: list[EvalSet] = field(default_factory=list)
+    prompt_sets: list[PromptSet] = field(default_factory=list)
     protocol: str = "fewshot"
     shots: int | None = None
     dataset: str = ""
@@ -49,7 +49,7 @@ class PromptTask(Task):
 
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "protocol": self.protocol, "shots": self.shots, "dataset": self.dataset,
-                "eval_sets": [{"name": e.name, "split": e.split, "role": e.role, "classes": len(e.class_names)} for e in self.eval_sets]}
+                "prompt_sets": [{"name": e.name, "split": e.split, "role": e.role, "classes": len(e.class_names)} for e in self.prompt_sets]}
 
 
 # -- ids ----------------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def build_coop_task(name: str, data_root: str | None = None, overrides: dict | N
     train_items, val_items = chosen
     test_items = data.splits["test"]
     loaders: dict[str, list] = {}
-    eval_sets: list[EvalSet] = []
+    prompt_sets: list[PromptSet] = []
     record: dict[str, Any] = {"layout": spec.reader if spec.reader != "generated" else "split_zhou (generated)", "source": data.source,
                               "source_sha256": data.source_sha256, "protocol": protocol, **data.notes}
     if protocol == "base2new":
@@ -194,8 +194,8 @@ def build_coop_task(name: str, data_root: str | None = None, overrides: dict | N
         loaders["test_base"] = _samples(data, [i for i in test_items if i.label in to_base], to_base, f"{name}:test_base")
         loaders["test_new"] = _samples(data, [i for i in test_items if i.label in to_new], to_new, f"{name}:test_new")
         class_names = [train_names[y] for y in base]
-        eval_sets = [EvalSet("base", "test_base", [test_names[y] for y in base], template, "base"),
-                     EvalSet("new", "test_new", [test_names[y] for y in new], template, "new", train_class_of=tuple(None for _ in new))]
+        prompt_sets = [PromptSet("base", "test_base", [test_names[y] for y in base], template, "base"),
+                     PromptSet("new", "test_new", [test_names[y] for y in new], template, "new", train_class_of=tuple(None for _ in new))]
         record["base2new"] = {"rule": BASE2NEW_RULE, "base_labels": base, "new_labels": new}
         final = ("train", "test_base")
     else:
@@ -203,11 +203,11 @@ def build_coop_task(name: str, data_root: str | None = None, overrides: dict | N
         loaders["val"] = _samples(data, val_items, None, f"{name}:val")
         loaders["test"] = _samples(data, test_items, None, f"{name}:test")
         class_names = train_names
-        eval_sets = [EvalSet("test" if protocol == "fewshot" else dataset, "test", test_names, template, "test" if protocol == "fewshot" else "source")]
+        prompt_sets = [PromptSet("test" if protocol == "fewshot" else dataset, "test", test_names, template, "test" if protocol == "fewshot" else "source")]
         for target, tdata in targets.items():
             tspec = dataset_spec(target)
             loaders[f"test_{target}"] = _samples(tdata, tdata.splits["test"], None, f"{name}:test_{target}")
-            eval_sets.append(EvalSet(target, f"test_{target}", tdata.class_names("test"), [tspec.template], "target",
+            prompt_sets.append(PromptSet(target, f"test_{target}", tdata.class_names("test"), [tspec.template], "target",
                                      train_class_of=tuple(None for _ in range(tdata.num_classes))))
         final = ("train", "test")
         if targets:
@@ -219,7 +219,7 @@ def build_coop_task(name: str, data_root: str | None = None, overrides: dict | N
         loaders={k2: (lambda v=v, k2=k2: ImageClassificationDataset(v, name=f"{name}:{k2}")) for k2, v in loaders.items()},
         tune_splits=("train", "val"), final_splits=final, hflip_ok=True, source=data.source,
         class_text=lambda: (class_names, template, f"{data.source} (train split's class names)"),
-        split_provenance=record, eval_sets=eval_sets, protocol=protocol, shots=k, dataset=dataset,
+        split_provenance=record, prompt_sets=prompt_sets, protocol=protocol, shots=k, dataset=dataset,
         method_defaults={"tip_search_scale": list(spec.tip_search_scale), "tip_init_alpha": spec.tip_init_alpha, "tpt_augmix": spec.tpt_augmix},
     )
 

@@ -5,8 +5,8 @@ new ones (each within its own classes); a cross-dataset or domain-generalisation
 the source's test split and every target. The model trains once; each set is scored against the
 text of its own class names, so a learner that never saw a class still classifies among them.
 
-A task built by the prompt-learning family carries ``eval_sets``; any other classification task
-with class names gets one set, its final test split (:func:`eval_sets_of`). Metrics are named by
+A task built by the prompt-learning family carries ``prompt_sets``; any other classification task
+with class names gets one set, its final test split (:func:`prompt_sets_of`). Metrics are named by
 role (:func:`metric_name`) and summarised by :func:`summarise`: the harmonic mean of base and new
 (HM = 2BN / (B + N)), or the mean over targets.
 """
@@ -21,7 +21,7 @@ ROLES = ("test", "base", "new", "source", "target")
 
 
 @dataclass(frozen=True)
-class EvalSet:
+class PromptSet:
     """One evaluation: the task split it reads, its class names (label order) and prompt templates,
     its role, and for each of its classes the training class it is (None: never trained on)."""
 
@@ -38,19 +38,19 @@ class EvalSet:
         return self.train_class_of is None or all(c is not None for c in self.train_class_of)
 
 
-def eval_sets_of(task) -> list[EvalSet]:
+def prompt_sets_of(task) -> list[PromptSet]:
     """The task's evaluation sets, or its final test split with its class names."""
-    sets = getattr(task, "eval_sets", None)
+    sets = getattr(task, "prompt_sets", None)
     if sets:
         return list(sets)
     if task.class_text is None:
         raise BobError(f"task {task.name} has no class names; prompt learning builds its classifier from them "
                        "(tasks/configs/zeroshot.yaml, or a task with named classes)")
     names, templates, _ = task.class_text()
-    return [EvalSet("test", task.final_splits[1], list(names), list(templates), "test")]
+    return [PromptSet("test", task.final_splits[1], list(names), list(templates), "test")]
 
 
-def metric_name(es: EvalSet) -> str:
+def metric_name(es: PromptSet) -> str:
     """top1 for the test split; base_top1 / new_top1; source_top1; <target>_top1."""
     return {"test": "top1", "base": "base_top1", "new": "new_top1", "source": "source_top1"}.get(es.role, f"{es.name}_top1")
 
@@ -60,7 +60,7 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2.0 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-def summarise(sets: list[EvalSet], metrics: dict[str, float]) -> tuple[dict[str, float], str]:
+def summarise(sets: list[PromptSet], metrics: dict[str, float]) -> tuple[dict[str, float], str]:
     """Add the protocol's summary metric and return (metrics, primary metric name)."""
     roles = {es.role for es in sets}
     out = dict(metrics)
@@ -75,7 +75,7 @@ def summarise(sets: list[EvalSet], metrics: dict[str, float]) -> tuple[dict[str,
     return out, first
 
 
-def metric_specs(sets: list[EvalSet]) -> dict[str, dict[str, Any]]:
+def metric_specs(sets: list[PromptSet]) -> dict[str, dict[str, Any]]:
     """Declarations of every metric a cell of these sets reports (all accuracies in %, higher is better)."""
     spec = lambda label: {"direction": "higher", "unit": "%", "fmt": ".1f", "label": label}  # noqa: E731
     out = {}
