@@ -487,3 +487,34 @@ def test_gaussian_aggregation_survives_a_resumed_fit(toy_root, tmp_path):
     resumed, _ = train(tmp_path / "ckpt")
     assert any("at epoch 2/3" in line for line in logs)  # it did resume, after the second epoch
     assert straight.keys() == resumed.keys() and all(torch.allclose(straight[n], resumed[n], atol=1e-6) for n in straight)
+
+
+def test_fgvc_aircraft_lists_and_imagenet_folders_are_read_as_released(tmp_path):
+    from tasks.prompt_learning.datasets import DATASETS, read_dataset
+
+    fgvc = tmp_path / "fgvc_aircraft"
+    fgvc.mkdir()
+    (fgvc / "variants.txt").write_text("707-320\nA300B4\nDC-3\n")
+    for split, lines in {"train": ["0001 DC-3", "0002 707-320", "0003 DC-3"], "val": ["0004 A300B4"], "test": ["0005 707-320", "0006 A300B4"]}.items():
+        (fgvc / f"images_variant_{split}.txt").write_text("\n".join(lines) + "\n")
+    data = read_dataset(DATASETS["fgvc_aircraft"], fgvc)
+    assert [(i.path, i.label) for i in data.splits["train"]] == [("0001.jpg", 2), ("0002.jpg", 0), ("0003.jpg", 2)]
+    assert data.class_names("test") == ["707-320", "A300B4", "DC-3"] and data.image_root == fgvc / "images"
+    (fgvc / "images_variant_val.txt").write_text("0004 A380\n")
+    with pytest.raises(BobError, match=r"images_variant_val.txt:1: variant 'A380' is not in variants.txt"):
+        read_dataset(DATASETS["fgvc_aircraft"], fgvc)
+
+    imagenet = tmp_path / "imagenet"
+    (imagenet / "classnames.txt").parent.mkdir()
+    (imagenet / "classnames.txt").write_text("n02 goldfish\nn01 tench fish\n")
+    for sub, n in (("train", 5), ("val", 2)):
+        for wnid in ("n02", "n01"):
+            (imagenet / "images" / sub / wnid).mkdir(parents=True)
+            for i in reversed(range(n)):
+                (imagenet / "images" / sub / wnid / f"{wnid}_{i}.JPEG").write_bytes(b"")
+    task = TASKS.get("coop:imagenet?shots=2").factory(data_root=str(tmp_path), cell=RunSpec("b", "coop", "coop:imagenet?shots=2", 3))
+    assert task.class_text()[0] == ["tench fish", "goldfish"]  # labels in sorted folder order, names from classnames.txt
+    record = task.split_provenance["fewshot"]
+    assert record["counts"] == {"train": 4, "val": 4} and "not chosen" in record["val_from"]
+    assert not set(record["train"]) & set(record["val"])  # ImageNet's val is its test: the few-shot val comes from unchosen training images
+    assert [s.label for s in task.load("test").samples] == [0, 0, 1, 1] and str(task.load("test").samples[0].image).endswith("images/val/n01/n01_0.JPEG")
