@@ -20,6 +20,14 @@ from harness.types import Preprocess, VisionLanguageBackbone
 from .openclip_catalog import MODELS, PRETRAINED
 from .openclip_names import family_of, parse_pretrain_data
 
+# Tiny open_clip configs bob ships (``openclip_configs/*.json``, registered with open_clip on first use):
+# random-init CLIPs of a few hundred thousand tower parameters for smoke tests and CPU quickstarts
+# (prompt learning on both towers, widths that differ between the towers and the two model classes).
+BOB_CONFIG_DIR = Path(__file__).with_name("openclip_configs")
+BOB_MODELS = {
+    "bob-tiny-clip": {"family": "vit", "native_img_size": 32, "params_m": None},
+    "bob-tiny-clip-ct": {"family": "vit", "native_img_size": 32, "params_m": None},
+}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -32,7 +40,7 @@ def split_name(name: str) -> tuple[str, str | None]:
 def static_meta(name: str) -> dict[str, Any]:
     """Metadata known without building anything (the generated catalog, else parsed from the name)."""
     model, tag = split_name(name)
-    info = MODELS.get(model, {})
+    info = MODELS.get(model) or BOB_MODELS.get(model, {})
     return {
         "source": "openclip",
         "family": info.get("family") or family_of(model),
@@ -53,6 +61,9 @@ def _open_clip():
         import open_clip
     except ImportError:
         raise BobError("openclip backbones need open_clip: pip install 'bob-harness[clip]' (or pip install open_clip_torch)") from None
+    if not getattr(open_clip, "_bob_configs_added", False):
+        open_clip.add_model_config(BOB_CONFIG_DIR)
+        open_clip._bob_configs_added = True
     return open_clip
 
 
@@ -65,7 +76,7 @@ def _installed_names() -> tuple[frozenset, frozenset]:
 def validate_name(name: str) -> None:
     """Unknown model or tag: a one-line error with close matches (checked against the installed open_clip)."""
     model, tag = split_name(name)
-    known_models = set(MODELS)
+    known_models = set(MODELS) | set(BOB_MODELS)
     known_pairs = set(PRETRAINED)
     if model not in known_models or (tag and name not in known_pairs):
         models, pairs = _installed_names()  # a newer open_clip than the catalog may know it
@@ -92,7 +103,7 @@ def _pretrained_source(model: str, tag: str):
 
 def _preprocess(model: str, tag: str | None, img_size: int | None) -> tuple[Preprocess, int]:
     info = PRETRAINED.get(f"{model}/{tag}", {}) if tag else {}
-    native = int(MODELS.get(model, {}).get("native_img_size") or 224)
+    native = int((MODELS.get(model) or BOB_MODELS.get(model, {})).get("native_img_size") or 224)
     return Preprocess(
         img_size=int(img_size or native),
         mean=tuple(info.get("mean") or OPENAI_MEAN),
@@ -206,6 +217,7 @@ def load_openclip_backbone(name: str, weights: str = "pretrained", seed: int = 0
     return VisionLanguageBackbone(
         name=f"openclip:{name}", meta=meta, preprocess=preprocess, cache_key=f"openclip:{name}|{weights_id}", build=build,
         text_encoder=text_encoder, text_identity=f"openclip-text:{model_name}|{meta['tokenizer']}",
+        clip_model=lambda tokenizer_path=None: (full_model(), make_tokenizer(model_name, path=tokenizer_path)),
     )
 
 

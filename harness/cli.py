@@ -151,7 +151,10 @@ def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths,
     from .store import ResultStore
 
     spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets))
-    expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}))  # validates names and hparams
+    expansion = expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}, data_root=data_root,
+                            data_paths=_parse_data_paths(data_paths)))  # validates names and hparams
+    if expansion.cells and expansion.cells[0].data:  # the identity of data the task draws per cell (few-shot ids)
+        spec = RunSpec(**{**spec.as_dict(), "data": expansion.cells[0].data})
     from .wandb_logging import cell_logger_factory
 
     store = ResultStore(out)
@@ -229,6 +232,9 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
         if max_cells < 1:
             raise BobError(f"--max-cells {max_cells}: give a positive number")
         grid.max_cells = max_cells
+    if data_root:  # expansion reads the data of tasks that draw it per cell (few-shot ids are part of the cell id)
+        grid.data_root = data_root
+    grid.data_paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
     click.echo(plan.describe())
     if dry_run:

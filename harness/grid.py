@@ -284,6 +284,7 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
             for point in _hparam_points(grid, method):
                 cls().resolve_hparams(point)
     cells, skipped, excluded = [], [], 0
+    identities: dict[tuple[str, int], dict[str, Any]] = {}
     for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, tasks, grid.seeds):
         for hp in _hparam_points(grid, method):
             spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp)
@@ -296,10 +297,28 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
             else:
                 if validate and hasattr(METHODS.get(method).factory, "validate_cell"):  # budgets against the backbone (a rank above a layer's...)
                     METHODS.get(method).factory().validate_cell(spec)
-                cells.append(spec)
+                cells.append(_with_data_identity(spec, grid, identities))
     seen, unique = set(), []
     for spec in cells:
         if spec.id not in seen:
             seen.add(spec.id)
             unique.append(spec)
     return Expansion(unique, skipped, excluded)
+
+
+def _with_data_identity(spec: RunSpec, grid: Grid, memo: dict[tuple[str, int], dict[str, Any]]) -> RunSpec:
+    """The cell with the identity of the data its task draws for it (``RunSpec.data``): a task whose
+    metadata has ``data_identity(task, seed, data_root, data_paths) -> dict`` (few-shot subsets) is
+    asked once per (task, seed); every other cell is returned unchanged."""
+    import dataclasses
+    import os
+
+    from .registry import TASKS
+
+    hook = TASKS.get(spec.task).meta.get("data_identity")
+    if hook is None:
+        return spec
+    key = (spec.task, int(spec.seed))
+    if key not in memo:
+        memo[key] = dict(hook(spec.task, int(spec.seed), grid.data_root or os.environ.get("BOB_DATA"), dict(grid.data_paths)))
+    return dataclasses.replace(spec, data=memo[key])

@@ -126,7 +126,9 @@ def run_cell(
             return _finish(record, store, t0)
         method = METHODS.get(spec.method).factory()
         hparams = method.resolve_hparams(spec.hparams)
-        task = TASKS.get(spec.task).factory(data_root=data_root, overrides=data_paths or {})
+        task_entry = TASKS.get(spec.task)
+        per_cell = {"cell": spec} if task_entry.meta.get("data_identity") else {}  # tasks that draw data per cell (few-shot) get the seed and identity
+        task = task_entry.factory(data_root=data_root, overrides=data_paths or {}, **per_cell)
         record["task_meta"] = task.meta()
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
         record["hparams"] = hparams

@@ -24,6 +24,10 @@ class RunSpec:
 
     ``hparams`` holds only what the grid or ``--set`` gave; the method's defaults are merged at
     run time and recorded separately, so adding a default later does not change old ids.
+
+    ``data`` identifies data the task draws per cell (a few-shot subset: the hash of the chosen
+    image ids), filled at grid expansion by the task's ``data_identity`` hook, so a changed split
+    file is a new cell rather than a stale record; empty for every other task (ids unchanged).
     """
 
     backbone: str
@@ -32,9 +36,10 @@ class RunSpec:
     seed: int = 0
     weights: str = "pretrained"
     hparams: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "backbone": self.backbone,
             "method": self.method,
             "task": self.task,
@@ -42,6 +47,9 @@ class RunSpec:
             "weights": self.weights,
             "hparams": dict(self.hparams),
         }
+        if self.data:  # only where a task draws data per cell: every other id stays what it was
+            out["data"] = dict(self.data)
+        return out
 
     @property
     def id(self) -> str:
@@ -62,6 +70,7 @@ class RunSpec:
             seed=int(d.get("seed", 0)),
             weights=d.get("weights", "pretrained"),
             hparams=dict(d.get("hparams") or {}),
+            data=dict(d.get("data") or {}),
         )
 
     def __hash__(self) -> int:  # dict field is unhashable; the id is the identity

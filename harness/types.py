@@ -121,6 +121,9 @@ class VisionLanguageBackbone(Backbone):
     text_identity: str = ""
     # open-vocabulary detectors only (OWL-ViT): (tokenizer path) -> (encode(prompts), detect(images, queries))
     open_vocabulary_detector: Callable[..., tuple[Callable, Callable]] | None = None
+    # open_clip models only: (tokenizer path) -> (the whole open_clip model, its tokenizer), for methods that
+    # work inside both towers (prompt learning); the towers are the very modules ``model`` / ``text_encoder`` use
+    clip_model: Callable[..., tuple[Any, Any]] | None = None
 
 
 @dataclass
