@@ -158,7 +158,10 @@ def build_costs(ctx: PublishContext) -> list[Section]:
             members = fronts.front(axis.key).sort_values(axis.key)
             text = ", ".join(f"{r.row}" + (f" ({r.method})" if fronts.points["method"].nunique() > 1 else "") for r in members.itertuples())
             rows.append({"cost": axis.label, "front": text})
-            md.append(f"- {axis.label}: {text}")
+            from ..aggregate import md_code
+
+            md.append(f"- {axis.label}: " + ", ".join(md_code(r.row) + (f" ({r.method})" if fronts.points["method"].nunique() > 1 else "")
+                                                    for r in members.itertuples()))
         html.append(table_html(rows, [("cost", "cost"), ("front", "Pareto-front members (cheapest first)")]))
         for note in fronts.messages:
             html.append(f'<p class="note">{esc(note)}</p>')
