@@ -100,6 +100,9 @@ def test_reproduce_a_deterministic_record_then_refuse_changed_inputs(tmp_path):
     table = [l.split() for l in ok.stdout.splitlines() if l.split() and l.split()[0] in record["metrics"]]
     assert {row[0] for row in table} == set(record["metrics"]) and all(float(row[3]) == 0.0 for row in table)
 
+    sampled = run_bob("reproduce", "runs", "--results", "res", "--sample", "1")  # a spot-check of a sweep's cells
+    assert sampled.returncode == 0 and "1/1 sampled cells reproduced" in sampled.stdout, sampled.stdout + sampled.stderr
+
     altered = tmp_path / "altered.json"
     altered.write_text(json.dumps({**record, "metrics": {**record["metrics"], "top1": record["metrics"]["top1"] + 0.5}}))
     bad = run_bob("reproduce", str(altered))
@@ -116,6 +119,21 @@ def test_reproduce_a_deterministic_record_then_refuse_changed_inputs(tmp_path):
     refused = run_bob("reproduce", str(record_path))
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1 and f"of task folder:{data} changed (sample sha256" in lines[0], refused.stdout + refused.stderr
+
+
+def test_tolerance_is_exact_for_deterministic_cells_and_a_band_otherwise():
+    from harness.reproduce import compare
+
+    stored = {"metrics": {"top1": 50.0, "n_eval": 100, "loss": float("nan")}, "spec": {"deterministic": False},
+              "metric_specs": {"n_eval": {"tolerance": 0}}}
+    new = {"metrics": {"top1": 50.4, "n_eval": 100, "loss": float("nan")}}
+    rows = {r.metric: r for r in compare(stored, new)}
+    assert rows["top1"].ok and rows["top1"].tolerance == pytest.approx(0.5)  # 1 % of the stored value
+    assert rows["n_eval"].ok and rows["n_eval"].tolerance == 0  # a declared band wins
+    assert rows["loss"].ok  # NaN reproduces NaN
+    assert not {r.metric: r for r in compare(stored, {"metrics": {**new["metrics"], "top1": 50.6}})}["top1"].ok
+    assert not {r.metric: r for r in compare({**stored, "spec": {"deterministic": True}}, new)}["top1"].ok  # exact
+    assert not {r.metric: r for r in compare(stored, {"metrics": {"top1": 50.0}})}["n_eval"].ok  # a metric the rerun lacks
 
 
 def _quickstart_finetune(tmp_path: Path) -> Path:
