@@ -89,7 +89,7 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
     suffix = ok["hparams"].map(lambda hp: labels.get(hp, "")).astype(str)
     ok = ok.assign(row=np.where(configs.to_numpy() == 1, ok["backbone_label"].astype(str), ok["backbone_label"].astype(str) + " " + suffix))
     values = ok["primary_value"].astype(float).to_numpy()
-    deterministic = ok["deterministic"].fillna(False).astype(bool).to_numpy() if "deterministic" in ok else np.zeros(len(ok), dtype=bool)
+    deterministic = ok["deterministic"].eq(True).to_numpy() if "deterministic" in ok else np.zeros(len(ok), dtype=bool)
     columns = {c: ok[c].to_numpy() if c in ok else np.full(len(ok), None) for c in
                ("backbone", "backbone_label", "task_group", "family", "pretrain_method", "pretrain_data", "weights_resolved", "params_m", "gflops",
                 "primary_spec", "primary_metric", "higher_is_better")}
