@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("BOB_PROGRESS", "0")
 os.environ.setdefault("BOB_OFFLINE", "1")
 
-BENCHMARKS = ["bench_extract", "bench_train", "bench_probe_grid", "bench_memory", "bench_store", "bench_sweep_overhead", "bench_retrieval_search"]
+BENCHMARKS = ["bench_extract", "bench_train", "bench_probe_grid", "bench_memory", "bench_store", "bench_sweep_overhead", "bench_retrieval_search", "bench_determinism"]
 
 
 def main() -> int:

@@ -91,6 +91,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "error": (record.get("error") or {}).get("message"),
         "git_sha": (record.get("environment") or {}).get("git_sha"),
         "created": record.get("created"),
+        "deterministic": bool((record.get("spec") or {}).get("deterministic", False)),
     }
     row["metric_specs"] = json.dumps(record.get("metric_specs") or {}, sort_keys=True)
     for key, value in (record.get("metrics") or {}).items():
@@ -179,7 +180,7 @@ def metric_table(df: pd.DataFrame, method: str, metric: str | None = None) -> pd
     columns = ["row", "task", "mean", "ci_low", "ci_high", "n", *SPEC_COLUMNS]
     if stats.empty:
         return pd.DataFrame(columns=columns)
-    return stats[columns]
+    return stats[columns + [c for c in ("n_deterministic",) if c in stats]]
 
 
 def _declared(specs_json: str | None, metric: str) -> MetricSpec:
@@ -256,6 +257,7 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
     values of different metrics are never averaged (their mean z-score is shown instead)."""
     tasks = list(dict.fromkeys(t for _, ts in groups for t in ts))  # a task may sit in several groups (one per metric)
     stats = {(r.row, r.task): (r.mean, (r.ci_high - r.ci_low) / 2, int(r.n)) for r in long.itertuples()}
+    det = {(r.row, r.task): (int(r.n_deterministic), int(r.n)) for r in long.itertuples()} if "n_deterministic" in long else {}
     specs = task_specs(long)
     rows = sorted({r for r, _ in stats})
     notes = []
@@ -294,11 +296,11 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
     else:
         overall = {row: _mean_unless_missing([z.get((row, t), float("nan")) for t in tasks]) for row in rows}
         suite_header, overall_spec = "mean z", None
-    header = ["backbone", *[t.split("/", 1)[-1] for t in tasks], *([title for title, _, _ in group_values] if show_groups else []), suite_header]
+    header = ["backbone", *[md_escape(t.split("/", 1)[-1]) for t in tasks], *([title for title, _, _ in group_values] if show_groups else []), suite_header]
     table_rows = []
     for row in rows:
         values = {t: stats.get((row, t), (float("nan"), None, 0)) for t in tasks}
-        cells = [format_cell(*values[t], fmt=specs[t].fmt) for t in tasks]
+        cells = [format_cell(*values[t], fmt=specs[t].fmt) + deterministic_mark(*det.get((row, t), (0, 0))) for t in tasks]
         if show_groups:
             cells += [_format_summary(v[row], s) for _, s, v in group_values]
         o = overall[row]
@@ -306,8 +308,49 @@ def suite_markdown(df: pd.DataFrame, method: str, long: pd.DataFrame, suite: "Su
         table_rows.append((good, row, cells + [_format_summary(o, overall_spec)]))
     table_rows.sort(key=lambda r: (math.isnan(r[0]), -r[0] if not math.isnan(r[0]) else 0, r[1]))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    lines += ["| " + " | ".join([f"`{row}`", *cells]) + " |" for _, row, cells in table_rows]
+    lines += ["| " + " | ".join([md_code(row), *cells]) + " |" for _, row, cells in table_rows]
+    if any(n for n, _ in det.values()):
+        notes.append(DETERMINISTIC_NOTE)
     return "\n".join(lines) + "\n", notes
+
+
+DETERMINISTIC_NOTE = ("(det) = every seed of the cell ran in deterministic mode (bit-identical metrics on the same hardware whatever "
+                      "the executor); (det k/n) = k of its n seeds did; unmarked = default mode (the record's thread counts decide the last bits)")
+
+
+def deterministic_mark(n_deterministic: int, n: int) -> str:
+    """The per-cell marker of deterministic mode in text tables ('' for default-mode cells)."""
+    if not n_deterministic:
+        return ""
+    return " (det)" if n_deterministic >= n else f" (det {n_deterministic}/{n})"
+
+
+MD_PUNCTUATION = set("\\`*_[]<>|~$&")
+
+
+def md_escape(text: Any) -> str:
+    """A name as plain text in a Markdown table cell, shown as written: ``|`` would end the cell,
+    ``<b>`` would be HTML, ``$`` math, ``*``/``_`` emphasis; each such character gets CommonMark's
+    backslash escape (an underscore inside a word cannot emphasise and is left as it is)."""
+    text = str(text)
+    out = []
+    for i, c in enumerate(text):
+        if c == "_" and 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum():
+            out.append(c)
+        else:
+            out.append("\\" + c if c in MD_PUNCTUATION else c)
+    return "".join(out)
+
+
+def md_code(text: Any) -> str:
+    """A name as a code span in a table cell (shown literally): ``|`` escaped, since GFM splits
+    cells before it reads code spans, and a fence longer than any run of backticks in the name."""
+    import re
+
+    text = str(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _format_summary(value: float, spec: MetricSpec | None) -> str:
@@ -392,13 +435,13 @@ def _summary_columns(long: pd.DataFrame, rows: list[str], tasks: list[str], all_
         shared = _same_metric([specs[t] for t in ts])
         source = means if shared else z
         values = {row: _mean_unless_missing([source.get((row, t), float("nan")) for t in ts]) for row in rows}
-        cols.append((title if shared else f"{title} (mean z)", {row: _format_summary(v, shared) for row, v in values.items()}))
+        cols.append((md_escape(title) if shared else f"{md_escape(title)} (mean z)", {row: _format_summary(v, shared) for row, v in values.items()}))
 
     for suite, groups in task_layout(tasks):
         present = [t for _, ts in groups for t in ts]
         if suite is None:
             for t in present:
-                cols.append((t.split("/", 1)[-1], {row: _format_summary(means.get((row, t), float("nan")), specs[t]) for row in rows}))
+                cols.append((md_escape(t.split("/", 1)[-1]), {row: _format_summary(means.get((row, t), float("nan")), specs[t]) for row in rows}))
             if len(present) > 1:
                 column("mean", present)
             continue
@@ -436,11 +479,11 @@ def method_view_markdown(df: pd.DataFrame, stats: pd.DataFrame | None = None) ->
         rows = sorted(long["row"].unique())
         cols = _summary_columns(long, rows, tasks, all_specs)
         header = ["method", *[c for c, _ in cols], "% trainable", "% trainable (with head)"]
-        lines = [f"#### `{backbone}`", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines = [f"#### {md_code(backbone)}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         for row in rows:
             method = row.split(" ", 1)[0]
             shares = [pct[c].get(method, {}).get(backbone) for c in pct]
-            lines.append("| " + " | ".join([row, *[vals[row] for _, vals in cols], *(MISSING if v is None else f"{v:.2f}" for v in shares)]) + " |")
+            lines.append("| " + " | ".join([md_escape(row), *[vals[row] for _, vals in cols], *(MISSING if v is None else f"{v:.2f}" for v in shares)]) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
@@ -458,7 +501,7 @@ def backbone_method_matrix(df: pd.DataFrame, stats: pd.DataFrame | None = None) 
         sub = stats[stats["method"] == method]
         uniform = len({(r.metric, r.direction, r.target if r.direction == "target" else None) for r in sub.itertuples()}) == 1
         per_method[method] = (sub, sub["task"].nunique(), uniform)
-    lines = ["| " + " | ".join(["backbone", *methods]) + " |", "|" + "|".join(["---"] + ["---:"] * len(methods)) + "|"]
+    lines = ["| " + " | ".join(["backbone", *map(md_escape, methods)]) + " |", "|" + "|".join(["---"] + ["---:"] * len(methods)) + "|"]
     for backbone in sorted(stats["backbone_label"].unique()):
         cells = []
         for method in methods:
@@ -470,7 +513,7 @@ def backbone_method_matrix(df: pd.DataFrame, stats: pd.DataFrame | None = None) 
                 cells.append(format(mine["mean"].mean(), mine["fmt"].iloc[0] or ".1f"))
             else:
                 cells.append(f"{mine['z'].mean():+.2f}")
-        lines.append("| " + " | ".join([f"`{backbone}`", *cells]) + " |")
+        lines.append("| " + " | ".join([md_code(backbone), *cells]) + " |")
     notes = [f"{m}: mean {sub['metric'].iloc[0] if uniform else 'z'} over {n} task(s)" for m, (sub, n, uniform) in per_method.items()]
     return "\n".join(lines) + "\n\n_" + "; ".join(notes) + "._\n"
 

@@ -141,7 +141,8 @@ def _parse_sets(pairs):
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="feature cache (default $BOB_CACHE/features or ~/.cache/bob/features)")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="log the cell to Weights & Biases (WANDB_MODE=offline works)")
-def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths, cache_dir, device, wandb_target):
+@click.option("--deterministic", is_flag=True, help="deterministic algorithms, 1 intra-op thread, seeded workers (part of the cell id)")
+def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths, cache_dir, device, wandb_target, deterministic):
     """Run one cell and print its metrics and where the record went."""
     from .executors.local import default_cache_dir
     from .features import FeatureCache
@@ -150,7 +151,7 @@ def run(backbone, method, task, weights, seed, sets, out, data_root, data_paths,
     from .spec import RunSpec
     from .store import ResultStore
 
-    spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets))
+    spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=_parse_sets(sets), deterministic=deterministic)
     expansion = expand(Grid("run", [(backbone, weights)], [method], [task], [seed], {method: spec.hparams}, data_root=data_root,
                             data_paths=_parse_data_paths(data_paths)))  # validates names and hparams
     if expansion.cells and expansion.cells[0].data:  # the identity of data the task draws per cell (few-shot ids)
@@ -218,9 +219,10 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
 @click.option("--max-cells", type=int, help="refuse grids with more cells than this (default: the grid's max_cells, else 100000)")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
+@click.option("--deterministic", is_flag=True, help="run every cell in deterministic mode (as the grid key deterministic: true; part of each cell id)")
 def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
           array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
-          publish_name, max_cells, wandb_target):
+          publish_name, max_cells, wandb_target, deterministic):
     """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
     import time as _time
 
@@ -235,6 +237,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     if data_root:  # expansion reads the data of tasks that draw it per cell (few-shot ids are part of the cell id)
         grid.data_root = data_root
     grid.data_paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
+    grid.deterministic = grid.deterministic or deterministic
     plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
     click.echo(plan.describe())
     if dry_run:
@@ -245,6 +248,11 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     common = dict(data_root=data_root or grid.data_root, data_paths=paths, cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None)
     since = _time.time()
+    from .determinism import prepare_process
+    from .environment import new_sweep_invocation
+
+    invocation = new_sweep_invocation()  # records written by this sweep's processes (and array tasks) carry it
+    prepare_process(grid.deterministic)
     if not plan.to_run:
         click.echo(f"nothing to run: all {len(plan.done)} cells already done (results in {plan.store.folder})")
     elif executor == "slurm":
@@ -277,16 +285,62 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     if plan.to_run:
         from .executors.worker import finished_since
 
-        records = [plan.store.read(s.id) for s in plan.to_run if finished_since(plan.store, s.id, since)]
-        counts = summarise([r for r in records if r])
-        elsewhere = len(plan.to_run) - len(records)
-        click.echo(f"ran {len(records)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                   + (f"; {elsewhere} still running elsewhere" if elsewhere else "") + f"; results in {plan.store.folder}")
+        finished = [r for r in (plan.store.read(s.id) for s in plan.to_run if finished_since(plan.store, s.id, since)) if r]
+        here = [r for r in finished if (r.get("environment") or {}).get("sweep_invocation") in (None, invocation)]  # reconciled failures carry none
+        counts = summarise(here)
+        by_others = len(finished) - len(here)
+        pending = len(plan.to_run) - len(finished)
+        click.echo(f"ran {len(here)} cells: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none")
+                   + (f"; {by_others} finished elsewhere (by concurrent sweeps)" if by_others else "")
+                   + (f"; {pending} still running elsewhere" if pending else "") + f"; results in {plan.store.folder}")
     if publish_name:
         from .leaderboard import publish
 
         out = publish([plan.store], publish_name, wandb_project=wandb_target)
         click.echo(f"leaderboard: {out / 'index.html'} (and leaderboard.md, .csv, .tex, plots)")
+
+
+# -- reproduce --------------------------------------------------------------------------------
+@main.command()
+@click.argument("target")
+@click.option("--results", "results_root", default="results", show_default=True, help="where to look a cell id (or, with --sample, a sweep) up")
+@click.option("--executor", type=click.Choice(["local", "workers", "slurm"]), default="local", show_default=True,
+              help="what reruns the cell: in-process, a local worker pool, or a one-task SLURM array")
+@click.option("--workers", type=int, default=2, show_default=True, help="workers: worker processes")
+@click.option("--sample", type=int, help="TARGET is a sweep: reproduce N of its finished cells, drawn at random (--seed)")
+@click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="--sample: which cells are drawn")
+@click.option("--tolerance", type=float, help="relative band for cells that did not run deterministically (default 0.01, or the metric's declared tolerance)")
+@click.option("--scratch", type=click.Path(file_okay=False), help="keep the rerun's store here (default: a temporary folder)")
+@click.option("--device", help="cpu, cuda ... (default: cuda if available)")
+def reproduce(target, results_root, executor, workers, sample, sample_seed, tolerance, scratch, device):
+    """Rerun the cell of a stored record (RECORD file or CELL_ID) into a scratch store, verify its
+    weights and data first, and print stored / new / difference per metric. Exit 1 when a
+    difference exceeds its tolerance (exact for deterministic cells), 2 when an input changed."""
+    from .reproduce import find_record, reproduce_record, report, sample_records
+
+    if sample is not None:
+        if sample < 1:
+            raise BobError(f"--sample {sample}: give a positive number of cells")
+        targets = sample_records(target, sample, results_root, sample_seed)
+    else:
+        targets = [find_record(target, results_root)]
+    failed = []
+    for record, path in targets:
+        try:
+            rep = reproduce_record(record, path, executor, Path(scratch) if scratch else None, tolerance, workers, device)
+        except BobError as exc:
+            if sample is None:
+                raise
+            click.echo(f"cell {record['id']}: refused: {exc}")
+            failed.append(record["id"])
+            continue
+        click.echo(report(rep))
+        if not rep.ok:
+            failed.append(rep.cell_id)
+    if sample is not None:
+        click.echo(f"{len(targets) - len(failed)}/{len(targets)} sampled cells reproduced" + (f"; not: {', '.join(failed)}" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 # -- results / aggregate / publish ------------------------------------------------------------

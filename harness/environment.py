@@ -63,7 +63,22 @@ def environment(device: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "sweep_invocation": os.environ.get(SWEEP_INVOCATION_ENV),
     }
+
+
+SWEEP_INVOCATION_ENV = "BOB_SWEEP_INVOCATION"
+
+
+def new_sweep_invocation() -> str:
+    """A token for one ``bob sweep`` run, put in the environment its worker processes and SLURM
+    array tasks inherit; each record carries it, so the sweep's closing line can tell the cells it
+    ran from those that concurrent sweeps of the same grid finished."""
+    import uuid
+
+    token = uuid.uuid4().hex[:12]
+    os.environ[SWEEP_INVOCATION_ENV] = token
+    return token
 
 
 def default_device() -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from .errors import BobError, did_you_mean
 from .spec import RunSpec
 
-GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells")
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells", "deterministic")
 DEFAULT_MAX_CELLS = 100_000  # a grid above this is refused before expansion; raise it with max_cells: or --max-cells
 MAX_GRID_VALUES = 100_000  # values in a grid file once YAML aliases are expanded (a billion-laughs file stops here)
 MAX_GRID_BYTES = 1_000_000
@@ -49,6 +49,7 @@ class Grid:
     data_paths: dict[str, str] = field(default_factory=dict)
     source: str = "<grid>"
     max_cells: int = DEFAULT_MAX_CELLS
+    deterministic: bool = False  # every cell in deterministic mode (harness.determinism); part of each cell's id
 
 
 @dataclass
@@ -154,6 +155,9 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     data_paths = data.get("data_paths") or {}
     if not isinstance(data_paths, dict) or not all(isinstance(v, str) for v in data_paths.values()):
         raise _fail(source, "'data_paths' must map task names to a folder or an hf:<dataset> source")
+    deterministic = data.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        raise _fail(source, f"'deterministic' must be true or false, got {deterministic!r}")
     return Grid(
         name=name,
         backbones=backbones,
@@ -167,6 +171,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         data_paths=dict(data_paths),
         source=source,
         max_cells=max_cells,
+        deterministic=deterministic,
     )
 
 
@@ -287,7 +292,7 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
     identities: dict[tuple[str, int], dict[str, Any]] = {}
     for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, tasks, grid.seeds):
         for hp in _hparam_points(grid, method):
-            spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp)
+            spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp, deterministic=grid.deterministic)
             if any(_matches(r, spec) for r in grid.exclude) and not any(_matches(r, spec) for r in grid.include):
                 excluded += 1
                 continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, methods_markdown, records_frame, trainable_pct
+from .aggregate import MISSING, aggregate_markdown, atomic_write_parquet, md_code, md_escape, methods_markdown, records_frame, trainable_pct
 from .errors import BobError
 from .metrics import MetricSpec
 from .scores import CI_LEVEL, N_BOOTSTRAP, PARAM_BUCKETS, cell_stats, csv_columns, goodness, overall_scores, rank_by_task, zscore_by_task
@@ -52,7 +52,7 @@ def overall_markdown(overall: pd.DataFrame, method: str, note: str | None = None
     for i, r in enumerate(sub.itertuples(), 1):
         tasks = f"{r.n_tasks}/{r.tasks_total}" + ("" if r.complete else " *")
         extra = f" {_num(r.win_rate, 2)} | {r.sig_group or MISSING} |" if analysed else ""
-        lines.append(f"| {i} | `{r.row}` | {r.score:+.2f} | {r.mean_rank:.2f} | {tasks} | {_num(r.params_m, 1)}M | {r.param_bucket} ({r.rank_in_bucket}) |" + extra)
+        lines.append(f"| {i} | {md_code(r.row)} | {r.score:+.2f} | {r.mean_rank:.2f} | {tasks} | {_num(r.params_m, 1)}M | {r.param_bucket} ({r.rank_in_bucket}) |" + extra)
     text = "\n".join(lines) + "\n"
     if not sub["complete"].all():
         text += "\n_* this backbone lacks some tasks; its score and rank average only the tasks it has (missing tasks are excluded, never zero)._\n"
@@ -69,7 +69,7 @@ def backbone_meta_table(df: pd.DataFrame) -> str:
     ok = df[df["status"] == "ok"].drop_duplicates("backbone_label")
     lines = ["| backbone | family | pre-training | data | weights | params (M) | GFLOPs | input px |", "|---|---|---|---|---|---:|---:|---:|"]
     for r in ok.sort_values("backbone_label").itertuples():
-        lines.append(f"| `{r.backbone_label}` | {r.family} | {r.pretrain_method} | {r.pretrain_data} | {r.weights_resolved} | {_num(r.params_m)} | {_num(r.gflops, 3)} | {r.img_size} |")
+        lines.append(f"| {md_code(r.backbone_label)} | {md_escape(r.family)} | {md_escape(r.pretrain_method)} | {md_escape(r.pretrain_data)} | {md_escape(r.weights_resolved)} | {_num(r.params_m)} | {_num(r.gflops, 3)} | {r.img_size} |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +87,7 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
         "backbones (within one method; z > 0 is better whatever the metric's direction). See [METHODOLOGY.md](METHODOLOGY.md).", "",
     ]
     if random_init:
-        md += [f"**Random-init weights** (no pre-training; labelled `(random-init)`): {', '.join(f'`{b}`' for b in random_init)}.", ""]
+        md += [f"**Random-init weights** (no pre-training; labelled `(random-init)`): {', '.join(md_code(b) for b in random_init)}.", ""]
     for method in sorted(overall["method"].unique()):
         md += [f"## {method}: overall", "", overall_markdown(overall, method, (notes or {}).get(method))]
     md += ["## Per task", "", aggregate_markdown(df),
@@ -98,7 +98,7 @@ def leaderboard_markdown(df: pd.DataFrame, overall: pd.DataFrame, name: str, swe
             md += [f"## {section.title}", "", section.markdown.rstrip(), ""]
     failed = df[df["status"] == "failed"] if not df.empty else df
     if len(failed):
-        md += ["## Failed cells", "", *[f"- `{r.backbone_label}` {r.method} {r.task} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
+        md += ["## Failed cells", "", *[f"- {md_code(r.backbone_label)} {r.method} {md_escape(r.task)} seed {r.seed}: {r.error}" for r in failed.itertuples()], ""]
     return "\n".join(md)
 
 
@@ -122,8 +122,20 @@ def metrics_sentence(df: pd.DataFrame) -> str:
 
 
 # -- LaTeX ----------------------------------------------------------------------------------------
+TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
 def _tex(text: str) -> str:
-    return str(text).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
+    """A name as LaTeX text that prints exactly as written (every special character of LaTeX, and the
+    ``< > |`` that the OT1 font would print as other glyphs)."""
+    return "".join(TEX_SPECIALS.get(c, c) for c in str(text))
+
+
+def _tex_det(n_deterministic: int, n: int) -> str:
+    if not n_deterministic:
+        return ""
+    return r"$^{d}$" if n_deterministic >= n else rf"$^{{d\,{n_deterministic}/{n}}}$"
 
 
 def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame, notes: dict[str, str] | None = None) -> str:
@@ -137,6 +149,7 @@ def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame, notes: dict[str,
         wide = sub.pivot(index="row", columns="task", values="mean").reindex(columns=tasks)
         good = sub.assign(good=goodness(sub)).pivot(index="row", columns="task", values="good").reindex(columns=tasks)
         best = good.max()
+        det = {(r.row, r.task): (int(r.n_deterministic), int(r.n)) for r in sub.itertuples()} if "n_deterministic" in sub else {}
         fmts = sub.drop_duplicates("task").set_index("task")["fmt"].to_dict() if "fmt" in sub else {}
         scores = overall[overall["method"] == method].set_index("row")["score"]
         groups = overall[overall["method"] == method].set_index("row")["sig_group"] if "sig_group" in overall else None
@@ -148,10 +161,12 @@ def leaderboard_tex(stats: pd.DataFrame, overall: pd.DataFrame, notes: dict[str,
             for t in tasks:
                 v = wide.loc[row, t]
                 text = format(v, fmts.get(t) or ".1f") if not math.isnan(v) else "--"
-                cells.append("--" if math.isnan(v) else (rf"\textbf{{{text}}}" if good.loc[row, t] == best[t] else text))
+                cells.append("--" if math.isnan(v) else (rf"\textbf{{{text}}}" if good.loc[row, t] == best[t] else text) + _tex_det(*det.get((row, t), (0, 0))))
             group = (" & " + (groups.get(row) or "--")) if groups is not None else ""
             parts.append(_tex(row) + " & " + " & ".join(cells) + f" & {scores[row]:+.2f}" + group + r" \\")
         note = (" " + _tex((notes or {}).get(method, ""))) if groups is not None else ""
+        if any(n for n, _ in det.values()):
+            note += r" $^{d}$: produced in deterministic mode (bit-identical on the same hardware whatever the executor)."
         parts += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_tex(method)}: {_tex(_caption_metrics(sub))} per task (best in bold, by each metric's declared direction) and BoB score (mean z-score over tasks).{note}}}", r"\end{table}", ""]
     return "\n".join(parts)
 
@@ -227,7 +242,8 @@ def page_data(df: pd.DataFrame, stats: pd.DataFrame, overall: pd.DataFrame, name
         tabs.setdefault(task_tab(group), []).append(task)
     metrics = ({r.task: {"name": r.metric, "direction": r.direction, "target": _clean(r.target), "fmt": r.fmt, "label": r.metric_label}
                 for r in stats.drop_duplicates("task").itertuples()} if "direction" in stats else {})
-    cells = [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z")} for r in stats.itertuples()]
+    cells = [{k: _clean(getattr(r, k)) for k in ("method", "task", "row", "mean", "ci_low", "ci_high", "n", "z", "n_deterministic") if hasattr(r, k)}
+             for r in stats.itertuples()]
     for column, tab, spec, extra in sub_metric_columns(df, stats):  # e.g. detection's APr, fixed AP: columns beside the task's AP
         tabs[tab].append(column)
         metrics[column] = spec

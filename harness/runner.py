@@ -6,6 +6,7 @@ chose the hyper-parameters and which split the number is on.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import random
 import time
@@ -89,8 +90,11 @@ def run_cell(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one cell and write its record (atomically) when ``store`` is given."""
+    from .determinism import deterministic_mode, reproducibility
     from .environment import default_device, environment
     from .features import FeatureCache
+    from .fingerprint import RULE as FINGERPRINT_RULE
+    from .fingerprint import data_fingerprint
     from .types import RunContext
 
     started, t0 = now_iso(), time.perf_counter()
@@ -116,8 +120,10 @@ def run_cell(
         **(extra or {}),
     }
     logger = None
+    settings = contextlib.ExitStack()  # deterministic mode for this cell only (restored in finally)
     try:
         device = device or default_device()
+        settings.enter_context(deterministic_mode(spec.deterministic))
         record["environment"] = environment(device)
         reason = check_supported(spec)
         if reason:
@@ -142,6 +148,9 @@ def run_cell(
             hparams.pop("img_size", None)
             if "batch_size" not in method.defaults:
                 hparams.pop("batch_size", None)
+        record["reproducibility"] = {
+            **reproducibility(device, spec.seed, spec.deterministic, hparams, random_sources=getattr(method, "random_sources", None)),
+            "data_root": data_root, "data_paths": dict(data_paths or {}), "data": data_fingerprint(task), "data_rule": FINGERPRINT_RULE}
         seed_everything(spec.seed)
         if logger_factory is not None:
             logger = logger_factory(spec)
@@ -184,6 +193,7 @@ def run_cell(
         kind, message = classify_exception(exc)
         record["error"] = {"type": kind, "message": message, "traceback": traceback.format_exc()}
     finally:
+        settings.close()
         if logger is not None:
             try:
                 logger.finish(record)

@@ -89,6 +89,7 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
     suffix = ok["hparams"].map(lambda hp: labels.get(hp, "")).astype(str)
     ok = ok.assign(row=np.where(configs.to_numpy() == 1, ok["backbone_label"].astype(str), ok["backbone_label"].astype(str) + " " + suffix))
     values = ok["primary_value"].astype(float).to_numpy()
+    deterministic = ok["deterministic"].eq(True).to_numpy() if "deterministic" in ok else np.zeros(len(ok), dtype=bool)
     columns = {c: ok[c].to_numpy() if c in ok else np.full(len(ok), None) for c in
                ("backbone", "backbone_label", "task_group", "family", "pretrain_method", "pretrain_data", "weights_resolved", "params_m", "gflops",
                 "primary_spec", "primary_metric", "higher_is_better")}
@@ -111,7 +112,7 @@ def cell_stats(df: pd.DataFrame, hp_label: Callable[[str], str] = str) -> pd.Dat
                      "pretrain_method": columns["pretrain_method"][first], "pretrain_data": columns["pretrain_data"][first],
                      "weights": columns["weights_resolved"][first], "params_m": columns["params_m"][first], "gflops": columns["gflops"][first],
                      "metric": spec.name, "direction": spec.direction, "target": spec.target, "fmt": spec.fmt, "metric_label": spec.title(),
-                     "backbone_label": columns["backbone_label"][first]})
+                     "backbone_label": columns["backbone_label"][first], "n_deterministic": int(deterministic[pos].sum())})
     return pd.DataFrame(rows)
 
 

@@ -28,6 +28,10 @@ class RunSpec:
     ``data`` identifies data the task draws per cell (a few-shot subset: the hash of the chosen
     image ids), filled at grid expansion by the task's ``data_identity`` hook, so a changed split
     file is a new cell rather than a stale record; empty for every other task (ids unchanged).
+
+    ``deterministic`` runs the cell in deterministic mode (``harness.determinism``). It is part of
+    the id: it can change the numbers (fixed threads, other kernels), so a deterministic cell and
+    its default twin are two cells with two records; off, it is left out and ids are unchanged.
     """
 
     backbone: str
@@ -37,6 +41,7 @@ class RunSpec:
     weights: str = "pretrained"
     hparams: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    deterministic: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -49,6 +54,8 @@ class RunSpec:
         }
         if self.data:  # only where a task draws data per cell: every other id stays what it was
             out["data"] = dict(self.data)
+        if self.deterministic:  # part of the id (it can change the numbers); absent when off, so every other id stays
+            out["deterministic"] = True
         return out
 
     @property
@@ -59,7 +66,7 @@ class RunSpec:
     def label(self) -> str:
         """Short human label for progress bars and logs."""
         hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()) if k != "search")
-        return f"{self.backbone}[{self.weights}] {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "")
+        return f"{self.backbone}[{self.weights}] {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "") + (" det" if self.deterministic else "")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -71,6 +78,7 @@ class RunSpec:
             weights=d.get("weights", "pretrained"),
             hparams=dict(d.get("hparams") or {}),
             data=dict(d.get("data") or {}),
+            deterministic=bool(d.get("deterministic", False)),
         )
 
     def __hash__(self) -> int:  # dict field is unhashable; the id is the identity

@@ -6,6 +6,7 @@ if [ "$(id -u)" != 0 ]; then echo "install_system_deps.sh: not root; skipping (b
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v pdflatex >/dev/null || need+=(texlive-latex-base)  # compiles the published table.tex in tests (issue 28)
 command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 if [ ${#need[@]} -gt 0 ]; then

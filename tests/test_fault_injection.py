@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,11 +22,11 @@ GRID = "name: fi\nbackbones: [toy:a, toy:b, toy:c]\nmethods: [noop]\ntasks: [toy
 N_CELLS = 3 * 4 * 5
 
 
-def sweep(grid: Path, *args: str, log: Path) -> subprocess.Popen:
+def sweep(grid: Path, *args: str, log: Path, stdout=subprocess.DEVNULL) -> subprocess.Popen:
     """``bob sweep`` in its own process group, so a kill takes its worker processes too."""
     env = {**os.environ, **PLUGIN_ENV, "BOB_NOOP_LOG": str(log)}
     return subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--results", "res", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=stdout, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def check_store(folder: Path) -> dict[str, dict]:
@@ -72,10 +73,28 @@ def test_sigkill_at_ten_random_moments_then_rerun_records_every_cell_once(tmp_pa
 def test_eight_concurrent_sweeps_of_one_grid_run_each_cell_once(tmp_path):
     grid = write_grid(tmp_path / "fi.yaml", GRID.replace("sleep: 0.05", "sleep: 0.2"))
     folder, log = tmp_path / "res" / "fi", tmp_path / "runs.log"
-    procs = [sweep(grid, log=log) for _ in range(8)]
+    procs = [sweep(grid, log=log, stdout=subprocess.PIPE) for _ in range(8)]
+    outputs = []
     for p in procs:
-        assert p.wait(timeout=600) == 0, p.stderr.read()
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        outputs.append(out)
     records = check_store(folder)
     assert len(records) == N_CELLS and all(r["status"] == "ok" for r in records.values())
     runs = Counter(log.read_text().split())
     assert set(runs) == set(records) and set(runs.values()) == {1}  # nothing lost, nothing run twice
+    # each sweep's closing line counts the cells it ran itself and those other sweeps finished (issue 28)
+    ran_here, elsewhere_total = 0, 0
+    for out in outputs:
+        to_run = int(re.search(r"-> (\d+) to run", out).group(1))
+        if to_run == 0:
+            assert "nothing to run" in out
+            continue
+        closing = re.search(r"ran (\d+) cells: [^;]*(?:; (\d+) finished elsewhere \(by concurrent sweeps\))?(?:; (\d+) still running elsewhere)?; results in", out)
+        assert closing, out
+        here, elsewhere, pending = (int(g or 0) for g in closing.groups())
+        assert here + elsewhere + pending == to_run, out
+        ran_here += here
+        elsewhere_total += elsewhere
+    assert ran_here == N_CELLS  # summed over the sweeps, every cell was counted as run exactly once
+    assert elsewhere_total > 0  # and the sweeps saw each other's cells as finished elsewhere, not as their own

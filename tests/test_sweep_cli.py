@@ -85,7 +85,7 @@ def test_run_aggregate_compact_publish(tmp_path):
     assert "| `timm:resnet18.a1_in1k (random-init)` |" in md.output and " ± " in md.output  # 2 seeds -> mean ± std
     csv = CliRunner().invoke(main, ["aggregate", "mini", "--results", "res", "--format", "csv"])
     rows = csv.output.strip().splitlines()
-    assert rows[0] == "method,row,task,mean,ci_low,ci_high,n,metric,direction,target,fmt,metric_label" and len(rows) == 5
+    assert rows[0] == "method,row,task,mean,ci_low,ci_high,n,metric,direction,target,fmt,metric_label,n_deterministic" and len(rows) == 5
     assert all(",2,top1,higher,,.1f," in r for r in rows[1:])  # n = 2 seeds, then the declared metric
 
     compacted = CliRunner().invoke(main, ["results", "compact", "mini", "--results", "res"])

@@ -153,12 +153,15 @@ def build_costs(ctx: PublishContext) -> list[Section]:
         files[name] = png_of(plot_pareto(fronts))
         html.append(f'<h3>{esc(fronts.label)}</h3>' + img_html(files[name], f"Pareto fronts: {fronts.label}", name))
         md.append(f"**{fronts.label}** ([{name}]({name})), {fronts.metric}; Pareto-front members:")
+        from ..aggregate import md_code  # names as code spans: a `|` or `<b>` in a name stays text
+
         rows = []
         for axis in fronts.axes:
             members = fronts.front(axis.key).sort_values(axis.key)
             text = ", ".join(f"{r.row}" + (f" ({r.method})" if fronts.points["method"].nunique() > 1 else "") for r in members.itertuples())
             rows.append({"cost": axis.label, "front": text})
-            md.append(f"- {axis.label}: {text}")
+            md.append(f"- {axis.label}: " + ", ".join(md_code(r.row) + (f" ({r.method})" if fronts.points["method"].nunique() > 1 else "")
+                                                    for r in members.itertuples()))
         html.append(table_html(rows, [("cost", "cost"), ("front", "Pareto-front members (cheapest first)")]))
         for note in fronts.messages:
             html.append(f'<p class="note">{esc(note)}</p>')

@@ -296,6 +296,9 @@ class FineTune(Method):
     metrics = ADAPTATION_METRICS
     recipe: str | None = None  # None: every parameter trains
     choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "targets": LORA_TARGETS}
+    random_sources = {"model_init": "torch.manual_seed(seed) before the head (and a recipe's modules) are built",  # in the record
+                      "epoch_order": "torch.Generator().manual_seed(seed * 100003 + epoch) shuffles each epoch",
+                      "augmentation": "torch's global generator (seeded with seed) when augment=true"}
 
     def resolve_hparams(self, given):
         resolved = super().resolve_hparams(given)

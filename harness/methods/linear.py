@@ -60,6 +60,7 @@ class LinearProbe(Method):
     description = "linear probe on cached features; lr x wd tuned on val200, refit on train800val200"
     defaults = {"lr": 1e-3, "wd": 1e-4, "epochs": 100, "probe_batch_size": 256}
     search_space = {"lr": [1e-1, 1e-2, 1e-3], "wd": [0.0, 1e-4, 1e-2]}
+    random_sources = {"probe": "torch.manual_seed(seed) initialises the head; torch.Generator().manual_seed(seed) orders its batches"}
 
     metrics = {"trainable_pct": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters (% of the backbone)"},
                "trainable_pct_with_head": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters incl. head (% of the backbone)"}}
