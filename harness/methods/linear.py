@@ -83,12 +83,14 @@ class LinearProbe(Method):
                 raise BobError(f"method 'linear': the lbfgs solver sweeps only C (given search over {sorted(search)}); set C_grid, or solver: sgd for lr / wd")
             if "C" in search:
                 resolved["C_grid"], resolved["search"] = list(search["C"]), {}
+            if not isinstance(resolved["C_grid"], (list, tuple)):  # a grid file's list is a sweep axis: each cell gets one value
+                resolved["C_grid"] = [resolved["C_grid"]]
             grid = [resolved["C"]] if resolved["C"] is not None else resolved["C_grid"]
             if not isinstance(grid, (list, tuple)) or not grid:
-                raise BobError(f"method 'linear': C_grid must be a non-empty list of positive numbers, got {grid!r}")
+                raise BobError(f"method 'linear': C_grid must be a non-empty list of positive numbers, got {grid!r}; e.g. search: {{C: [0.01, 0.1, 1, 10]}}")
             for c in grid:
                 if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
-                    raise BobError(f"method 'linear': regularisation strength C={c!r} must be a positive number (C_grid={grid!r}); C is the inverse of the L2 penalty, e.g. C_grid: [0.01, 0.1, 1, 10]")
+                    raise BobError(f"method 'linear': regularisation strength C={c!r} must be a positive number (C_grid={grid!r}); C is the inverse of the L2 penalty, e.g. search: {{C: [0.01, 0.1, 1, 10]}}")
         return resolved
 
     def search_grid(self, given):
