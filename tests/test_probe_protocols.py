@@ -149,3 +149,18 @@ def test_knn_k_above_declared_training_set_fails_at_expansion(tmp_path):
     assert "\n" not in str(err.value)
     path.write_text("backbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [knn]\ntasks: [shapes/location]\nhparams:\n  knn: {k: 800}\n")
     assert len(expand(load_grid(path)).cells) == 1
+
+
+def test_methodology_states_the_probe_solver_and_c_grid():
+    import json
+
+    import pandas as pd
+
+    from harness.leaderboard import _probe_solver_lines
+
+    rows = [{"status": "ok", "method": "linear", "record_json": json.dumps({"protocol": {"solver": "lbfgs", "C_grid": [0.1, 1.0], "selected_on": "val200"}})},
+            {"status": "ok", "method": "linear", "record_json": json.dumps({"protocol": {"solver": "sgd"}})},
+            {"status": "ok", "method": "knn", "record_json": json.dumps({"protocol": {}})}]
+    text = _probe_solver_lines(pd.DataFrame(rows))
+    assert "full-batch L-BFGS" in text and "C grid [0.1, 1.0] swept on val200" in text and "sgd: the AdamW" in text
+    assert _probe_solver_lines(pd.DataFrame(rows[2:])) == ""
