@@ -313,6 +313,21 @@ def leaderboard_html(data: dict) -> str:
 
 
 # -- methodology ----------------------------------------------------------------------------------
+def _probe_solver_lines(df: pd.DataFrame) -> str:
+    """The linear probe's solver and regularisation grid, as the records say (empty without linear records)."""
+    if df.empty:
+        return ""
+    seen = set()
+    for r in df.loc[(df["status"] == "ok") & (df["method"] == "linear"), "record_json"]:
+        p = json.loads(r).get("protocol", {})
+        if p.get("solver") == "lbfgs":
+            seen.add(f"lbfgs: L2-regularised multinomial logistic regression (scikit-learn's LogisticRegression(C) objective) solved by full-batch L-BFGS "
+                      f"on standardised features, C grid {p.get('C_grid') or 'fixed'} swept on {p.get('selected_on')}, warm-started, chosen C refitted")
+        elif p.get("solver") == "sgd":
+            seen.add("sgd: the AdamW mini-batch probe (lr x wd on the validation split, fixed epochs)")
+    return "".join(f"   Linear probe solver ({line}); each record's `protocol` holds the chosen C and the convergence.\n" for line in sorted(seen))
+
+
 def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:
     """METHODOLOGY.md, generated from the records and the declarations they carry, so it always
     says how each number was ranked."""
@@ -348,7 +363,7 @@ one row per cell, with the full record in `record_json`). Nothing is typed in by
    train800 -> val200 for VTAB-1k), the chosen setting was refitted on `protocol.final_train_split`
    (train800val200 for VTAB-1k) and scored on `protocol.reported_on`. Fixed settings say "no search".
    Protocols found in these records: {'; '.join(protocols) or 'none'}.
-2. **Metrics and their direction** (declared by each task and carried in every record as
+{_probe_solver_lines(df)}2. **Metrics and their direction** (declared by each task and carried in every record as
    `metric_specs`; a z-score or rank uses the metric's *goodness*: the value when higher is better,
    minus the value when lower is better, minus the distance to the target when the best value is a
    target such as 50):

@@ -53,7 +53,7 @@ def _digits_samples():
     return samples
 
 
-@register_task("digits", kind=CLASSIFICATION, group="builtin", num_classes=10, class_names=True, description="scikit-learn's 8x8 handwritten digits: 1000 train (800+200) / 797 test, upsampled to the input size")
+@register_task("digits", kind=CLASSIFICATION, group="builtin", num_classes=10, train_size=800, class_names=True, description="scikit-learn's 8x8 handwritten digits: 1000 train (800+200) / 797 test, upsampled to the input size")
 def digits_task(data_root=None, **_) -> Task:
     samples = _digits_samples()
     return _vtab_shaped_task("digits", "builtin", 10, samples[:1000], samples[1000:], hflip_ok=False, source="sklearn.datasets.load_digits")
@@ -120,11 +120,11 @@ def _shapes_task(factor: str) -> Task:
     return _vtab_shaped_task(f"shapes/{factor}", "builtin/structured", 16, list(train), list(test), hflip_ok=False, source=f"generated (seed {SHAPES_DATA_SEED})")
 
 
-@register_task("shapes/location", kind=CLASSIFICATION, group="builtin/structured", num_classes=16, class_names=True, description="generated dSprites-style shapes; label = which cell of a 4x4 grid holds the shape")
+@register_task("shapes/location", kind=CLASSIFICATION, group="builtin/structured", num_classes=16, train_size=800, class_names=True, description="generated dSprites-style shapes; label = which cell of a 4x4 grid holds the shape")
 def shapes_location_task(data_root=None, **_) -> Task:
     return _shapes_task("location")
 
 
-@register_task("shapes/orientation", kind=CLASSIFICATION, group="builtin/structured", num_classes=16, class_names=True, description="generated asymmetric shapes; label = orientation in 16 bins of 22.5 degrees")
+@register_task("shapes/orientation", kind=CLASSIFICATION, group="builtin/structured", num_classes=16, train_size=800, class_names=True, description="generated asymmetric shapes; label = orientation in 16 bins of 22.5 degrees")
 def shapes_orientation_task(data_root=None, **_) -> Task:
     return _shapes_task("orientation")

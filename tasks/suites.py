@@ -333,6 +333,7 @@ def _register(suite: str) -> None:
             metric=cfg["metric"],
             description=f"{cfg['description'].split(':')[0]} {t['name']} ({t['group']})",
             class_names=has_class_names(task_id),
+            train_size=cfg["splits"].get(cfg["protocol"]["tune"][0]),  # declared counts (VTAB-1k: 800); lets knn check k at expansion
         )
     groups = [{"name": g, "title": GROUP_TITLES.get(g, g.capitalize()), "tasks": [f"{suite}/{t['name']}" for t in cfg["tasks"] if t["group"] == g]}
               for g in cfg["group_order"]]

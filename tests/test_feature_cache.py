@@ -38,7 +38,7 @@ def test_eight_linear_cells_share_one_extraction(tmp_path, forward_counter):
         tmp_path / "lin.yaml",
         "name: lin8\n"
         "backbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [linear]\ntasks: [digits]\n"
-        "hparams:\n  linear: {img_size: 16, epochs: 5, lr: [0.1, 0.01, 0.001, 0.0001], wd: [0, 0.001]}\n",
+        "hparams:\n  linear: {img_size: 16, solver: sgd, epochs: 5, lr: [0.1, 0.01, 0.001, 0.0001], wd: [0, 0.001]}\n",
     )
     result = CliRunner().invoke(main, ["sweep", str(grid), "--results", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
@@ -62,7 +62,7 @@ def test_in_cell_search_of_eight_settings_runs_backbone_once_per_split(tmp_path,
         tmp_path / "search.yaml",
         "name: search8\n"
         "backbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [linear]\ntasks: [digits]\n"
-        "hparams:\n  linear: {img_size: 16, epochs: 5, search: {lr: [0.1, 0.01, 0.001, 0.0001], wd: [0, 0.001]}}\n",
+        "hparams:\n  linear: {img_size: 16, solver: sgd, epochs: 5, search: {lr: [0.1, 0.01, 0.001, 0.0001], wd: [0, 0.001]}}\n",
     )
     assert CliRunner().invoke(main, ["sweep", str(grid), "--results", str(tmp_path / "res")]).exit_code == 0
     (record,) = _records(tmp_path / "res" / "search8")

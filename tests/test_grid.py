@@ -61,7 +61,7 @@ def test_expansion_sweeps_lists_and_applies_rules(tmp_path):
         "seeds: [0, 1]\n"
         "hparams:\n"
         "  all: {img_size: 16}\n"
-        "  linear: {lr: [1e-3, 1e-2], search: {wd: [0, 1e-4]}}\n"
+        "  linear: {solver: sgd, lr: [1e-3, 1e-2], search: {wd: [0, 1e-4]}}\n"
         "exclude:\n"
         "  - {method: linear, backbone: 'timm:convnext*', weights: random}\n"
     )

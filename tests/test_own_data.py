@@ -226,7 +226,7 @@ def test_selection_never_reads_the_test_split_poisoned_test_labels_change_nothin
     poison = {n: DIGIT_NAMES[(DIGIT_NAMES.index(n) + 1) % 3] for n in DIGIT_NAMES[:3]}
     for name, label_of in (("clean", lambda n, s: n), ("poisoned", lambda n, s: poison[n] if s == "test" else n)):
         (tmp_path / f"{name}.csv").write_text("path,label,split\n" + "".join(f"{p},{label_of(l, s)},{s}\n" for p, l, s in rows))
-    hp = {"img_size": 32, "epochs": 20, "search": {"lr": [0.1, 0.01], "wd": [0.0]}}
+    hp = {"img_size": 32, "solver": "sgd", "epochs": 20, "search": {"lr": [0.1, 0.01], "wd": [0.0]}}
     clean, poisoned = (run_cell(RunSpec("timm:test_vit", "linear", f"csv:{tmp_path / n}.csv", 0, "random", hp), None) for n in ("clean", "poisoned"))
     assert clean["status"] == poisoned["status"] == "ok", (clean["error"], poisoned["error"])
     prov = clean["task_meta"]["split_provenance"]  # the record says val was carved from train, and how

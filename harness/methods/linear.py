@@ -1,9 +1,11 @@
 """Linear probe on cached frozen features.
 
-Features are standardised with the training split's statistics, then a linear layer is trained
-with AdamW and a cosine schedule. The lr x weight-decay grid is tuned on train800 -> val200 and
-the best setting refitted on train800val200 (VTAB-1k protocol); every fit reuses the cache, so
-the backbone runs once per split however large the grid.
+Default (``solver: lbfgs``): the L2-regularised multinomial logistic regression of CLIP /
+CLIP_benchmark, solved to convergence by full-batch L-BFGS (``logreg.py``) on standardised
+features; C swept on ``C_grid`` on train800 -> val200 (warm-started along the path), the chosen C
+refitted on train800val200, reported on test. ``solver: sgd`` is the mini-batch AdamW probe of
+BoB / VPT (lr x wd tuned on val200, a fixed number of epochs), unchanged. Every fit reuses the
+feature cache, so the backbone runs once per split however large the grid.
 """
 from __future__ import annotations
 
@@ -12,9 +14,14 @@ import time
 
 import numpy as np
 
+from ..errors import BobError
 from ..registry import register_method
 from ..types import CLASSIFICATION
 from .base import Method, MethodResult, tune_then_refit
+from .logreg import DEFAULT_C_GRID
+
+SOLVERS = ("lbfgs", "sgd")
+SGD_KEYS = ("lr", "wd")  # tuned only by the sgd solver
 
 
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, lr: float, wd: float, epochs: int, batch_size: int, seed: int, device: str = "cpu"):
@@ -57,13 +64,42 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int,
 class LinearProbe(Method):
     name = "linear"
     kinds = (CLASSIFICATION,)
-    description = "linear probe on cached features; lr x wd tuned on val200, refit on train800val200"
-    defaults = {"lr": 1e-3, "wd": 1e-4, "epochs": 100, "probe_batch_size": 256}
+    description = "linear probe on cached features: L-BFGS logistic regression, C swept on val200, refit on train800val200 (solver: sgd = AdamW probe)"
+    defaults = {"solver": "lbfgs", "C": None, "C_grid": list(DEFAULT_C_GRID), "max_iter": 3000, "gtol": 1e-5,
+                "lr": 1e-3, "wd": 1e-4, "epochs": 100, "probe_batch_size": 256}
     search_space = {"lr": [1e-1, 1e-2, 1e-3], "wd": [0.0, 1e-4, 1e-2]}
     random_sources = {"probe": "torch.manual_seed(seed) initialises the head; torch.Generator().manual_seed(seed) orders its batches"}
 
     metrics = {"trainable_pct": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters (% of the backbone)"},
                "trainable_pct_with_head": {"direction": "lower", "unit": "%", "fmt": ".2f", "label": "trainable parameters incl. head (% of the backbone)"}}
+
+    def resolve_hparams(self, given):
+        """Checks the solver and the regularisation grid at expansion (one-line errors)."""
+        resolved = super().resolve_hparams(given)
+        if resolved["solver"] not in SOLVERS:
+            raise BobError(f"method 'linear': solver={resolved['solver']!r} does not exist; use one of {', '.join(SOLVERS)} (lbfgs: converged logistic regression, sgd: AdamW probe)")
+        if resolved["solver"] == "lbfgs":
+            search = resolved.get("search") or {}
+            if set(search) - {"C"}:
+                raise BobError(f"method 'linear': the lbfgs solver sweeps only C (given search over {sorted(search)}); set C_grid, or solver: sgd for lr / wd")
+            if "C" in search:
+                resolved["C_grid"], resolved["search"] = list(search["C"]), {}
+            if not isinstance(resolved["C_grid"], (list, tuple)):  # a grid file's list is a sweep axis: each cell gets one value
+                resolved["C_grid"] = [resolved["C_grid"]]
+            grid = [resolved["C"]] if resolved["C"] is not None else resolved["C_grid"]
+            if not isinstance(grid, (list, tuple)) or not grid:
+                raise BobError(f"method 'linear': C_grid must be a non-empty list of positive numbers, got {grid!r}; e.g. search: {{C: [0.01, 0.1, 1, 10]}}")
+            for c in grid:
+                if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+                    raise BobError(f"method 'linear': regularisation strength C={c!r} must be a positive number (C_grid={grid!r}); C is the inverse of the L2 penalty, e.g. search: {{C: [0.01, 0.1, 1, 10]}}")
+        return resolved
+
+    def search_grid(self, given):
+        """lr / wd belong to the sgd solver; the lbfgs solver sweeps C itself (warm-started path)."""
+        grid = super().search_grid(given)
+        if given.get("solver", self.defaults["solver"]) != "sgd":
+            grid = {k: v for k, v in grid.items() if k not in SGD_KEYS}
+        return grid
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
         from ..adapt.accounting import peak_memory_mb, reset_peak_memory
@@ -71,6 +107,9 @@ class LinearProbe(Method):
 
         reset_peak_memory(ctx.device)
         throughput = {}
+        if hparams["solver"] == "lbfgs":
+            metrics, protocol = self._lbfgs(backbone, task, hparams, ctx, throughput)
+            return self._result(backbone, task, ctx, metrics, protocol, throughput, "lbfgs")
 
         def fit_and_score(train_split, eval_split, hp):
             xtr, ytr = split_features(backbone, task, train_split, ctx, hp["batch_size"])
@@ -86,6 +125,56 @@ class LinearProbe(Method):
             return top1, {"top1": top1, "n_eval": int(len(yte))}
 
         metrics, protocol = tune_then_refit(task, hparams, fit_and_score, "linear")
+        protocol["solver"] = "sgd"
+        return self._result(backbone, task, ctx, metrics, protocol, throughput, "sgd")
+
+    def _lbfgs(self, backbone, task, hparams, ctx, throughput):
+        """C on tune (train -> val, warm-started path), refit the chosen C on the final train split, test once."""
+        from ..features import split_features
+        from .logreg import Standardiser, c_path, fit_logreg, predict_logreg
+
+        def feats(split):
+            x, y = split_features(backbone, task, split, ctx, hparams["batch_size"])
+            return np.asarray(x, dtype=np.float64), np.asarray(y)
+
+        kw = {"max_iter": int(hparams["max_iter"]), "gtol": float(hparams["gtol"]), "device": ctx.device}
+        protocol: dict = {"solver": "lbfgs", "objective": "sum log-loss + ||W||^2 / (2C), intercept unpenalised (scikit-learn LogisticRegression(C))",
+                          "features": "standardised with the training split's mean / std"}
+        if hparams["C"] is not None:
+            chosen = float(hparams["C"])
+            protocol.update({"search_space": {}, "candidates": [], "selected_on": None, "selected": {"C": chosen}, "note": "C fixed, no search"})
+        else:
+            grid = sorted(float(c) for c in hparams["C_grid"])
+            if not task.tune_splits:
+                raise BobError(f"task {task.name} has no validation split to sweep C on; fix it with --set C=1.0")
+            tr, va = task.tune_splits
+            (xtr, ytr), (xva, yva) = feats(tr), feats(va)
+            t0 = time.perf_counter()
+            chosen, rows = c_path(xtr, ytr, xva, yva, task.num_classes, grid, **kw)
+            ctx.add_time("fit", time.perf_counter() - t0)
+            protocol.update({"search_space": {"C": grid}, "C_grid": grid, "candidates": [{**r, f"{va}_{task.metric}": r.pop("val_top1")} for r in rows],
+                             "selected_on": va, "tuned_on": tr, "selected": {"C": chosen}})
+        tr, te = task.final_splits
+        (xtr, ytr), (xte, yte) = feats(tr), feats(te)
+        t0 = time.perf_counter()
+        scaler = Standardiser(xtr)
+        fit = fit_logreg(scaler(xtr), ytr, task.num_classes, chosen, **kw)
+        fit_s = time.perf_counter() - t0
+        ctx.add_time("fit", fit_s)
+        throughput["value"] = round(len(xtr) * max(fit.n_iter, 1) / fit_s, 1) if fit_s > 0 else None
+        t0 = time.perf_counter()
+        top1 = float((predict_logreg(fit, scaler(xte)) == yte).mean() * 100.0)
+        ctx.add_time("eval", time.perf_counter() - t0)
+        converged = fit.converged and all(c.get("converged", True) for c in protocol["candidates"])
+        protocol.update({"final_train_split": tr, "reported_on": te, "convergence": fit.convergence(), "converged": converged})
+        if not converged:
+            protocol["warning"] = f"L-BFGS did not converge within max_iter={hparams['max_iter']} for some C (see candidates / convergence); raise max_iter"
+            ctx.log(f"linear: {protocol['warning']}")
+        return {"top1": top1, "n_eval": int(len(yte))}, protocol
+
+    def _result(self, backbone, task, ctx, metrics, protocol, throughput, solver) -> MethodResult:
+        from ..adapt.accounting import peak_memory_mb
+
         dim = int(backbone.feature_dim or 0)
         head = dim * task.num_classes + task.num_classes
         backbone_params = int(round((backbone.meta.get("params_m") or 0) * 1e6)) or None
@@ -94,7 +183,8 @@ class LinearProbe(Method):
                   "backbone_params": backbone_params, "trainable_pct": 0.0,
                   "trainable_pct_with_head": round(100.0 * head / backbone_params, 4) if backbone_params else None,
                   "peak_memory_mb": peak, "peak_memory_kind": kind,
-                  "train_samples_per_s": throughput.get("value"), "train_throughput_note": "probe fit on cached features (samples x epochs / s)",
+                  "train_samples_per_s": throughput.get("value"),
+                  "train_throughput_note": "probe fit on cached features (" + ("samples x L-BFGS iterations" if solver == "lbfgs" else "samples x epochs") + " / s)", "probe_solver": solver,
                   "latency_vs_frozen": 1.0, "latency_note": "frozen backbone + linear head: the backbone's forward is unchanged"}
         metrics.update({k: report[k] for k in ("trainable_pct", "trainable_pct_with_head") if report[k] is not None})
         return MethodResult(metrics, "top1", protocol, adaptation=report)
