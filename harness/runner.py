@@ -171,6 +171,8 @@ def run_cell(
         )
         if result.adaptation:
             record["adaptation"] = result.adaptation
+        if result.preprocess:  # the method ran its own eval transform (pretrained_head: the model's pretrained config)
+            record["preprocess"] = result.preprocess
         if result.artifacts and store is not None:  # beside the record, written before it: a record never names a missing file
             record["artifacts"] = {name: str(store.write_artifact(spec.id, name, value)) for name, value in result.artifacts.items()}
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})

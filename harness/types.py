@@ -89,6 +89,8 @@ class Backbone:
     build: Callable[[], Any]
     _model: Any = None
     feature_dim: int | None = None
+    # timm backbones: () -> (the same weights with the model's own classifier, its pretrained_cfg), for pretrained_head
+    with_head: Callable[[], tuple[Any, dict]] | None = None
 
     @property
     def model(self):
