@@ -51,6 +51,7 @@ def test_robustness_tab_in_headless_chromium(tmp_path):
     board = tmp_path / "lb" / "shift"
     md = (board / "leaderboard.md").read_text()
     assert "## Robustness: OOD against ID" in md and "effective robustness" in md
+    assert "## Per-set top-1" in md and "ImageNetV2 matched-frequency" in md and "ImageNet-A" in md
     assert "Distribution shift" in md  # the shift suite's table (ImageNet shifts group) is part of the board
     lines = (board / "robustness.csv").read_text().splitlines()
     assert len(lines) == 4  # header + the three cells

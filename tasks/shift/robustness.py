@@ -144,4 +144,31 @@ def build(ctx: PublishContext) -> list[Section]:
                     files={"robustness.csv": csv_text})]
 
 
+def build_per_set(ctx: PublishContext) -> list[Section]:
+    """One column per evaluation set (its declared top-1: masked for R/A), one row per cell (mean over seeds)."""
+    sets: dict[str, str] = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in ctx.records():
+        described = (r.get("protocol") or {}).get("eval_sets") or []
+        if not described:
+            continue
+        for es in described:
+            sets.setdefault(es["name"], es.get("title") or es["name"])
+        groups.setdefault((r.get("backbone"), r.get("method"), r.get("task")), []).append(r.get("metrics") or {})
+    if not groups:
+        return []
+    rows = []
+    for (backbone, method, task), ms in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        row: dict[str, Any] = {"backbone": backbone, "method": method, "task": task}
+        for key in ["top1", *[f"{n}/top1" for n in sets], "ood_top1"]:
+            values = [m[key] for m in ms if m.get(key) is not None]
+            row[key] = f"{sum(values) / len(values):.1f}" if values else None
+        rows.append(row)
+    cols = [("backbone", "backbone"), ("method", "method"), ("task", "task"), ("top1", "ID top-1"),
+            *[(f"{n}/top1", title) for n, title in sets.items()], ("ood_top1", "mean OOD")]
+    caption = "Top-1 (%) on every evaluation set, each cell trained once on its ID split (ImageNet-R/-A: 200-way masked; strict 1000-way in the records as <set>/top1_all)."
+    return [Section("robustness", "Per-set top-1", f"<p>{esc(caption)}</p>" + table_html(rows, cols), f"_{caption}_\n\n" + table_markdown(rows, cols))]
+
+
 register_section("shift-robustness", build, order=50)
+register_section("shift-per-set", build_per_set, order=51)
