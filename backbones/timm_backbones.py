@@ -152,7 +152,7 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
     native = int((cfg.get("input_size") or (3, 224, 224))[-1])
     size = int(img_size or native)
     meta = static_meta(name)
-    meta.update({"native_img_size": native, "params_m": None, "gflops": None})
+    meta.update({"native_img_size": native, "params_m": None, "gflops": None, "crop_pct": cfg.get("crop_pct")})
 
     create_kwargs: dict[str, Any] = {"num_classes": 0}
     if size != native and cfg.get("fixed_input_size"):

@@ -133,6 +133,11 @@ def run_cell(
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
         record["hparams"] = hparams
         if getattr(backbone, "preprocess", None) is not None:  # image backbones
+            if getattr(task, "eval_preprocess", "backbone") == "model":  # the suite declares the model's own eval transform
+                import dataclasses
+
+                backbone.preprocess = dataclasses.replace(backbone.preprocess, crop_pct=float(
+                    backbone.meta.get("crop_pct") or (0.875 if backbone.meta.get("source") == "timm" else 1.0)))  # CLIP: shorter side, centre crop
             hparams["img_size"] = backbone.preprocess.img_size
             record["preprocess"] = {
                 **backbone.preprocess.as_dict(),

@@ -64,3 +64,28 @@ def test_pretrained_head_refuses_a_task_outside_the_models_label_space():
     load_plugins()
     record = run_cell(RunSpec(backbone=MODEL, method="pretrained_head", task="digits", weights="random", seed=0, hparams={}), device="cpu")
     assert record["status"] == "failed" and "1000 classes, task digits has 10" in record["error"]["message"]
+
+
+def test_imagenet_family_declares_the_models_eval_transform_for_every_method(tmp_path):
+    """The ImageNet-family task declares the model's own eval protocol: bob's Preprocess with the
+    model's crop_pct equals timm's create_transform on the same config; a kNN cell records it."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from harness.types import Preprocess
+
+    image = Image.fromarray((np.random.RandomState(0).rand(37, 53, 3) * 255).astype("uint8"))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for crop_pct, interp in ((0.875, "bilinear"), (0.95, "bicubic")):
+        ours = Preprocess(32, mean, std, interp, crop_pct=crop_pct).eval_transform()(image)
+        timms = create_transform(input_size=(3, 32, 32), crop_pct=crop_pct, interpolation=interp, mean=mean, std=std, is_training=False)(image)
+        assert torch.allclose(ours, timms, atol=1e-6)
+    load_plugins()
+    record = run_cell(RunSpec(backbone="timm:resnet18.a1_in1k", method="knn", task="shift/imagenet_toy", weights="random", seed=0,
+                              hparams={"img_size": 32, "k": 3}), device="cpu")
+    assert record["status"] == "ok", record["error"]
+    pre = record["preprocess"]
+    assert pre["protocol"] == "model-eval" and pre["crop_pct"] == 0.95 and pre["resize_to"] == 33 and pre["crop"] == "center"
+    digits = run_cell(RunSpec(backbone="timm:resnet18.a1_in1k", method="knn", task="digits", weights="random", seed=0,
+                              hparams={"img_size": 16, "k": 3}), device="cpu")
+    assert digits["preprocess"]["resize"] == "direct" and "crop_pct" not in digits["preprocess"]  # VTAB-style tasks unchanged

@@ -251,7 +251,7 @@ def build_task(task_id: str, root: Path):
         metric="top1", tune_splits=("train_tune", "minival"), final_splits=("train", "val"),
         union_splits={"train": ("train_tune", "minival")}, hflip_ok=True, source=str(root),
         class_text=imagenet_class_text, split_provenance=data["provenance"],
-        eval_sets=eval_sets(data["real"], data["real_source"]),
+        eval_sets=eval_sets(data["real"], data["real_source"]), eval_preprocess="model",
     )
 
 
