@@ -152,7 +152,7 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
     native = int((cfg.get("input_size") or (3, 224, 224))[-1])
     size = int(img_size or native)
     meta = static_meta(name)
-    meta.update({"native_img_size": native, "params_m": None, "gflops": None})
+    meta.update({"native_img_size": native, "params_m": None, "gflops": None, "crop_pct": cfg.get("crop_pct")})
 
     create_kwargs: dict[str, Any] = {"num_classes": 0}
     if size != native and cfg.get("fixed_input_size"):
@@ -162,12 +162,14 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
     meta.update(chosen.meta)
     resolved, file, weights_id = chosen.resolved, chosen.file, chosen.weights_id
 
-    def build():
+    def build(keep_head: bool = False):
         import timm
         import torch
 
         torch.manual_seed(seed)  # random-init weights are a function of the cell seed
         kwargs = dict(create_kwargs)
+        if keep_head:  # the model's own classifier, as it ships (pretrained_head)
+            kwargs.pop("num_classes", None)
         if resolved == "pretrained":
             kwargs["pretrained"] = True
             if file:
@@ -191,7 +193,12 @@ def load_timm_backbone(name: str, weights: str = "pretrained", seed: int = 0, im
         std=tuple(cfg.get("std") or (0.229, 0.224, 0.225)),
         interpolation=cfg.get("interpolation") or "bicubic",
     )
-    return Backbone(name=f"timm:{name}", meta=meta, preprocess=preprocess, cache_key=f"timm:{name}|{weights_id}", build=build)
+    def with_head():
+        model = build(keep_head=True)
+        return model, dict(getattr(model, "pretrained_cfg", None) or cfg)
+
+    return Backbone(name=f"timm:{name}", meta=meta, preprocess=preprocess, cache_key=f"timm:{name}|{weights_id}", build=build,
+                    with_head=with_head)
 
 
 def _factory_for(name: str):

@@ -16,6 +16,7 @@ BUILTIN_PLUGIN_MODULES = (
     "harness.methods.adapt_methods",
     "harness.methods.icl",
     "harness.methods.zeroshot",
+    "harness.methods.pretrained_head",
     "harness.methods.prompt_methods",
     "harness.methods.detector",
     "harness.methods.lm",
@@ -38,6 +39,7 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.bias",
     "tasks.bias_toy",
     "tasks.lmeval",
+    "tasks.shift",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

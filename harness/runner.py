@@ -139,6 +139,11 @@ def run_cell(
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
         record["hparams"] = hparams
         if getattr(backbone, "preprocess", None) is not None:  # image backbones
+            if getattr(task, "eval_preprocess", "backbone") == "model":  # the suite declares the model's own eval transform
+                import dataclasses
+
+                backbone.preprocess = dataclasses.replace(backbone.preprocess, crop_pct=float(
+                    backbone.meta.get("crop_pct") or (0.875 if backbone.meta.get("source") == "timm" else 1.0)))  # CLIP: shorter side, centre crop
             hparams["img_size"] = backbone.preprocess.img_size
             record["preprocess"] = {
                 **backbone.preprocess.as_dict(),
@@ -180,6 +185,8 @@ def run_cell(
         )
         if result.adaptation:
             record["adaptation"] = result.adaptation
+        if result.preprocess:  # the method ran its own eval transform (pretrained_head: the model's pretrained config)
+            record["preprocess"] = result.preprocess
         if result.artifacts and store is not None:  # beside the record, written before it: a record never names a missing file
             record["artifacts"] = {name: str(store.write_artifact(spec.id, name, value)) for name, value in result.artifacts.items()}
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})

@@ -31,9 +31,12 @@ class Preprocess:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop: str = "none"
+    # set by a task that declares the model's own eval protocol (ImageNet family): resize the shorter side to
+    # floor(img_size / crop_pct), centre crop img_size (timm's eval transform); None: the VTAB resize above
+    crop_pct: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "img_size": self.img_size,
             "mean": [round(float(m), 6) for m in self.mean],
             "std": [round(float(s), 6) for s in self.std],
@@ -41,10 +44,22 @@ class Preprocess:
             "crop": self.crop,
             "resize": "direct",
         }
+        if self.crop_pct is not None:
+            out.update(crop="center", crop_pct=float(self.crop_pct), resize="shorter-side", resize_to=self.resize_to, protocol="model-eval")
+        return out
+
+    @property
+    def resize_to(self) -> int:
+        import math
+
+        return int(math.floor(self.img_size / float(self.crop_pct))) if self.crop_pct else self.img_size
 
     def eval_transform(self) -> Callable:
         from torchvision import transforms as T
 
+        if self.crop_pct is not None:  # timm's transforms_imagenet_eval (crop_mode center)
+            return T.Compose([T.Resize(self.resize_to, interpolation=_interp(self.interpolation)), T.CenterCrop(self.img_size),
+                              T.ToTensor(), T.Normalize(self.mean, self.std)])
         return T.Compose(
             [
                 T.Resize((self.img_size, self.img_size), interpolation=_interp(self.interpolation)),
@@ -89,6 +104,8 @@ class Backbone:
     build: Callable[[], Any]
     _model: Any = None
     feature_dim: int | None = None
+    # timm backbones: () -> (the same weights with the model's own classifier, its pretrained_cfg), for pretrained_head
+    with_head: Callable[[], tuple[Any, dict]] | None = None
 
     @property
     def model(self):
@@ -150,6 +167,10 @@ class Task:
     class_text: Callable[[], tuple[list[str], list[str], str]] | None = None
     # splits bob made or checked (harness.splits.provenance): rule, fractions, seed, counts, hashes; in every record
     split_provenance: dict[str, Any] | None = None
+    # shifted evaluation sets (harness.eval_sets.EvalSet): scored by the model trained on final_splits[0], in the same cell
+    eval_sets: list = field(default_factory=list)
+    # "backbone": the backbone's preprocessing (VTAB resize); "model": the model's own eval transform (crop_pct, centre crop)
+    eval_preprocess: str = "backbone"
 
     def load(self, split: str):
         if split not in self.loaders:
@@ -170,6 +191,7 @@ class Task:
             "splits": self.splits,
             "source": self.source,
             **({"split_provenance": self.split_provenance} if self.split_provenance else {}),
+            **({"eval_sets": [es.describe() for es in self.eval_sets]} if self.eval_sets else {}),
         }
 
 

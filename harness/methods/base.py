@@ -23,6 +23,7 @@ class MethodResult:
     adaptation: dict[str, Any] = field(default_factory=dict)  # trainable/extra params, peak memory, throughput, latency
     artifacts: dict[str, Any] = field(default_factory=dict)  # file name -> JSON value, written beside the record (e.g. detections)
     metric_specs: dict[str, Any] = field(default_factory=dict)  # declarations known only after the run (lm-eval's higher_is_better)
+    preprocess: dict[str, Any] | None = None  # the eval transform the method used instead of the backbone's (pretrained_head)
 
 
 class Method:

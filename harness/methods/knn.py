@@ -10,13 +10,14 @@ import time
 import numpy as np
 
 from ..errors import BobError
+from ..eval_sets import add_eval_sets, finish_eval_sets
 from ..registry import register_method
 from ..types import CLASSIFICATION
 from .base import Method, MethodResult, tune_then_refit
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, k: int, temperature: float, weighting: str,
-                chunk: int = 1024, train_chunk: int = 16384, device: str = "cpu") -> np.ndarray:
+                chunk: int = 1024, train_chunk: int = 16384, device: str = "cpu", votes_out: bool = False) -> np.ndarray:
     """DINO's ``knn_classifier`` (eval_knn.py): float32, L2-normalised features, cosine similarity,
     the k most similar training images vote for their label with exp(sim / T) (``uniform``: 1);
     the class with the largest vote wins. Why batched over train chunks: a 100k-image train set never
@@ -44,7 +45,9 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, nu
         weights = (best_sim / temperature).exp() if weighting == "distance" else torch.ones_like(best_sim)
         one_hot = torch.zeros(len(block) * k, num_classes, device=device).scatter_(1, labels[best_idx].view(-1, 1), 1)
         votes = torch.sum(one_hot.view(len(block), -1, num_classes) * weights.view(len(block), -1, 1), 1)
-        preds.append(votes.argmax(dim=1).cpu().numpy())
+        preds.append(votes.double().cpu().numpy() if votes_out else votes.argmax(dim=1).cpu().numpy())
+    if votes_out:  # the (N, C) vote matrix: shifted sets mask it (harness.eval_sets)
+        return np.concatenate(preds) if preds else np.zeros((0, num_classes))
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -95,9 +98,15 @@ class KNN(Method):
             pred = knn_predict(xtr, ytr, xte, task.num_classes, int(hp["k"]), float(hp["temperature"]), hp["weighting"], device=ctx.device)
             ctx.add_time("eval", time.perf_counter() - t0)
             top1 = float((pred == yte).mean() * 100.0)
-            return top1, {"top1": top1, "n_eval": int(len(yte))}
+
+            def votes_of(split):
+                xs, ys = split_features(backbone, task, split, ctx, hp["batch_size"])
+                return knn_predict(xtr, ytr, xs, task.num_classes, int(hp["k"]), float(hp["temperature"]), hp["weighting"], device=ctx.device, votes_out=True), ys
+
+            return top1, add_eval_sets(task, eval_split, {"top1": top1, "n_eval": int(len(yte))}, votes_of)
 
         metrics, protocol = tune_then_refit(task, hparams, fit_and_score, "knn")
         protocol.update({"k": int(hparams["k"]), "temperature": float(hparams["temperature"]), "weighting": hparams["weighting"],
                          "reference": "DINO eval_knn.knn_classifier (cosine on L2-normalised features, exp(sim/T) votes)"})
-        return MethodResult(metrics, "top1", protocol)
+        primary, specs = finish_eval_sets(task, metrics, protocol)
+        return MethodResult(metrics, primary, protocol, metric_specs=specs)

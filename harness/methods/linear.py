@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import BobError
+from ..eval_sets import add_eval_sets, finish_eval_sets
 from ..registry import register_method
 from ..types import CLASSIFICATION
 from .base import Method, MethodResult, tune_then_refit
@@ -52,10 +53,12 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int,
             opt.step()
             sched.step()
 
-    def predict(test_x: np.ndarray) -> np.ndarray:
+    def predict(test_x: np.ndarray, scores: bool = False) -> np.ndarray:
+        """Labels, or with ``scores`` the (N, C) logits (shifted sets mask them: harness.eval_sets)."""
         with torch.no_grad():
             z = torch.from_numpy((test_x - mean) / std).float().to(device)
-            return head(z).argmax(dim=1).cpu().numpy()
+            logits = head(z)
+            return logits.cpu().numpy() if scores else logits.argmax(dim=1).cpu().numpy()
 
     return predict
 
@@ -121,8 +124,14 @@ class LinearProbe(Method):
             throughput["value"] = round(len(xtr) * int(hp["epochs"]) / fit_s, 1) if fit_s > 0 else None
             t0 = time.perf_counter()
             top1 = float((predict(xte) == yte).mean() * 100.0)
+
+            def logits_of(split):
+                xs, ys = split_features(backbone, task, split, ctx, hp["batch_size"])
+                return predict(xs, scores=True), ys
+
+            metrics = add_eval_sets(task, eval_split, {"top1": top1, "n_eval": int(len(yte))}, logits_of)
             ctx.add_time("eval", time.perf_counter() - t0)
-            return top1, {"top1": top1, "n_eval": int(len(yte))}
+            return top1, metrics
 
         metrics, protocol = tune_then_refit(task, hparams, fit_and_score, "linear")
         protocol["solver"] = "sgd"
@@ -164,13 +173,19 @@ class LinearProbe(Method):
         throughput["value"] = round(len(xtr) * max(fit.n_iter, 1) / fit_s, 1) if fit_s > 0 else None
         t0 = time.perf_counter()
         top1 = float((predict_logreg(fit, scaler(xte)) == yte).mean() * 100.0)
+
+        def logits_of(split):
+            xs, ys = feats(split)
+            return predict_logreg(fit, scaler(xs), scores=True), ys
+
+        metrics = add_eval_sets(task, te, {"top1": top1, "n_eval": int(len(yte))}, logits_of)
         ctx.add_time("eval", time.perf_counter() - t0)
         converged = fit.converged and all(c.get("converged", True) for c in protocol["candidates"])
         protocol.update({"final_train_split": tr, "reported_on": te, "convergence": fit.convergence(), "converged": converged})
         if not converged:
             protocol["warning"] = f"L-BFGS did not converge within max_iter={hparams['max_iter']} for some C (see candidates / convergence); raise max_iter"
             ctx.log(f"linear: {protocol['warning']}")
-        return {"top1": top1, "n_eval": int(len(yte))}, protocol
+        return metrics, protocol
 
     def _result(self, backbone, task, ctx, metrics, protocol, throughput, solver) -> MethodResult:
         from ..adapt.accounting import peak_memory_mb
@@ -187,4 +202,5 @@ class LinearProbe(Method):
                   "train_throughput_note": "probe fit on cached features (" + ("samples x L-BFGS iterations" if solver == "lbfgs" else "samples x epochs") + " / s)", "probe_solver": solver,
                   "latency_vs_frozen": 1.0, "latency_note": "frozen backbone + linear head: the backbone's forward is unchanged"}
         metrics.update({k: report[k] for k in ("trainable_pct", "trainable_pct_with_head") if report[k] is not None})
-        return MethodResult(metrics, "top1", protocol, adaptation=report)
+        primary, specs = finish_eval_sets(task, metrics, protocol)
+        return MethodResult(metrics, primary, protocol, adaptation=report, metric_specs=specs)

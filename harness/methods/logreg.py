@@ -92,12 +92,14 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, init: L
                      converged=bool(grad_max <= gtol or n_iter < max_iter))
 
 
-def predict_logreg(fit: LogRegFit, x: np.ndarray) -> np.ndarray:
+def predict_logreg(fit: LogRegFit, x: np.ndarray, scores: bool = False) -> np.ndarray:
+    """Labels, or with ``scores`` the (N, C) logits (shifted sets mask them: harness.eval_sets)."""
     import torch
 
     with torch.no_grad():
         xt = torch.as_tensor(np.asarray(x), dtype=fit.weight.dtype, device=fit.weight.device)
-        return (xt @ fit.weight.T + fit.bias).argmax(dim=1).cpu().numpy()
+        logits = xt @ fit.weight.T + fit.bias
+        return logits.cpu().numpy() if scores else logits.argmax(dim=1).cpu().numpy()
 
 
 def c_path(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, num_classes: int, grid: list[float],
