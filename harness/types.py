@@ -150,6 +150,8 @@ class Task:
     class_text: Callable[[], tuple[list[str], list[str], str]] | None = None
     # splits bob made or checked (harness.splits.provenance): rule, fractions, seed, counts, hashes; in every record
     split_provenance: dict[str, Any] | None = None
+    # shifted evaluation sets (harness.eval_sets.EvalSet): scored by the model trained on final_splits[0], in the same cell
+    eval_sets: list = field(default_factory=list)
 
     def load(self, split: str):
         if split not in self.loaders:
@@ -170,6 +172,7 @@ class Task:
             "splits": self.splits,
             "source": self.source,
             **({"split_provenance": self.split_provenance} if self.split_provenance else {}),
+            **({"eval_sets": [es.describe() for es in self.eval_sets]} if self.eval_sets else {}),
         }
 
 

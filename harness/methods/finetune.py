@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..adapt.lora import TARGETS as LORA_TARGETS
 from ..errors import NonFiniteLossError
+from ..eval_sets import add_eval_sets, finish_eval_sets, model_scores, wants_sets
 from ..registry import register_method
 from ..spec import canonical_json
 from ..types import CLASSIFICATION
@@ -182,9 +183,12 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
     return curve, images_seen, fit_s, amp_label
 
 
-def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None, recipe: str | None = None):
+def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: dict, ctx, checkpoint: Path | None, recipe: str | None = None,
+                       on_trained=None):
     """Fine-tune a fresh copy of the backbone on ``train_split`` (adapted by ``recipe`` when given:
-    only the recipe's parameters and the head train); top-1 on ``eval_split``.
+    only the recipe's parameters and the head train); top-1 on ``eval_split``. ``on_trained(model)``,
+    when given, is called with the trained (eval-mode) classifier after that evaluation (the
+    shifted evaluation sets of harness.eval_sets are scored there).
 
     Returns (top1, n_eval, curve, report): the report holds the parameter counts, peak memory,
     training throughput and inference latency against the frozen backbone."""
@@ -253,6 +257,8 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
             correct += int((pred == labels).sum())
             seen += len(labels)
             probe = images[:16] if probe is None else probe
+    if on_trained is not None:
+        on_trained(model)
     ctx.add_time("eval", time.perf_counter() - t0)
     if probe is not None:  # the adapted encoder's forward against the frozen backbone's, same images
         frozen = backbone.model.to(device)
@@ -310,10 +316,18 @@ class FineTune(Method):
             if ctx.checkpoint_dir is not None:
                 tag = hashlib.sha256(canonical_json({"train": train_split, "eval": eval_split, **{k: v for k, v in hp.items() if k != "search"}}).encode()).hexdigest()[:12]
                 ckpt = Path(ctx.checkpoint_dir) / f"{ctx.cell_id}-{tag}.pt"
-            top1, n, curve, report = train_and_evaluate(backbone, task, train_split, eval_split, hp, ctx, ckpt, recipe=self.recipe)
+            shifted: dict = {}
+
+            def score_shifted(model):  # the shifted sets, read by the model just trained (harness.eval_sets)
+                scores_of = lambda split: model_scores(model, task.load(split).with_transform(backbone.preprocess.eval_transform()),  # noqa: E731
+                                                       max(int(hp["batch_size"]), 64), ctx.device)
+                add_eval_sets(task, eval_split, shifted, scores_of)
+
+            top1, n, curve, report = train_and_evaluate(backbone, task, train_split, eval_split, hp, ctx, ckpt, recipe=self.recipe,
+                                                        on_trained=score_shifted if wants_sets(task, eval_split) else None)
             curves[f"{train_split}->{eval_split}"] = curve
             reports[f"{train_split}->{eval_split}"] = report
-            return top1, {"top1": top1, "n_eval": n}
+            return top1, {"top1": top1, "n_eval": n, **shifted}
 
         metrics, protocol = tune_then_refit(task, hparams, fit_and_score, self.name)
         final_key = f"{task.final_splits[0]}->{task.final_splits[1]}"
@@ -322,4 +336,5 @@ class FineTune(Method):
             metrics["final_train_loss"] = final[-1]["train_loss"]
         report = reports.get(final_key, {})
         metrics.update({k: report[k] for k in ADAPTATION_METRICS if report.get(k) is not None})
-        return MethodResult(metrics, "top1", protocol, curves={"train": final}, adaptation=report)
+        primary, specs = finish_eval_sets(task, metrics, protocol)
+        return MethodResult(metrics, primary, protocol, curves={"train": final}, adaptation=report, metric_specs=specs)

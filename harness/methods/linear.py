@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ..eval_sets import add_eval_sets, finish_eval_sets
 from ..registry import register_method
 from ..types import CLASSIFICATION
 from .base import Method, MethodResult, tune_then_refit
@@ -45,10 +46,12 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int,
             opt.step()
             sched.step()
 
-    def predict(test_x: np.ndarray) -> np.ndarray:
+    def predict(test_x: np.ndarray, scores: bool = False) -> np.ndarray:
+        """Labels, or with ``scores`` the (N, C) logits (shifted sets mask them: harness.eval_sets)."""
         with torch.no_grad():
             z = torch.from_numpy((test_x - mean) / std).float().to(device)
-            return head(z).argmax(dim=1).cpu().numpy()
+            logits = head(z)
+            return logits.cpu().numpy() if scores else logits.argmax(dim=1).cpu().numpy()
 
     return predict
 
@@ -81,8 +84,14 @@ class LinearProbe(Method):
             throughput["value"] = round(len(xtr) * int(hp["epochs"]) / fit_s, 1) if fit_s > 0 else None
             t0 = time.perf_counter()
             top1 = float((predict(xte) == yte).mean() * 100.0)
+
+            def logits_of(split):
+                xs, ys = split_features(backbone, task, split, ctx, hp["batch_size"])
+                return predict(xs, scores=True), ys
+
+            metrics = add_eval_sets(task, eval_split, {"top1": top1, "n_eval": int(len(yte))}, logits_of)
             ctx.add_time("eval", time.perf_counter() - t0)
-            return top1, {"top1": top1, "n_eval": int(len(yte))}
+            return top1, metrics
 
         metrics, protocol = tune_then_refit(task, hparams, fit_and_score, "linear")
         dim = int(backbone.feature_dim or 0)
@@ -96,4 +105,5 @@ class LinearProbe(Method):
                   "train_samples_per_s": throughput.get("value"), "train_throughput_note": "probe fit on cached features (samples x epochs / s)",
                   "latency_vs_frozen": 1.0, "latency_note": "frozen backbone + linear head: the backbone's forward is unchanged"}
         metrics.update({k: report[k] for k in ("trainable_pct", "trainable_pct_with_head") if report[k] is not None})
-        return MethodResult(metrics, "top1", protocol, adaptation=report)
+        primary, specs = finish_eval_sets(task, metrics, protocol)
+        return MethodResult(metrics, primary, protocol, adaptation=report, metric_specs=specs)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BobError
+from ..eval_sets import add_eval_sets, finish_eval_sets
 from ..registry import register_method
 from ..types import CLASSIFICATION, RETRIEVAL
 from .base import Method, MethodResult
@@ -148,12 +149,20 @@ class ZeroShot(Method):
         image_emb, labels = split_features(backbone, task, split, ctx, hparams["batch_size"])
         prompt_emb = text_embeddings(backbone, fill_templates(names, templates), ctx, hparams, "classes")
         t0 = time.perf_counter()
-        logits = zeroshot_logits(image_emb, class_embeddings(prompt_emb, len(names), len(templates)), float(hparams["logit_scale"]))
+        classes = class_embeddings(prompt_emb, len(names), len(templates))
+        logits = zeroshot_logits(image_emb, classes, float(hparams["logit_scale"]))
         metrics = classification_metrics(logits, labels, task.num_classes)
+
+        def logits_of(s):  # shifted sets: the same class embeddings (masked per set by harness.eval_sets)
+            emb, ys = split_features(backbone, task, s, ctx, hparams["batch_size"])
+            return zeroshot_logits(emb, classes, float(hparams["logit_scale"])), ys
+
+        add_eval_sets(task, split, metrics, logits_of)
         ctx.add_time("eval", time.perf_counter() - t0)
         protocol = {"selected_on": None, "selected": {}, "reported_on": split, "note": "zero-shot: nothing fitted or selected",
                     "templates": len(templates), "class_names_source": source, "logit_scale": float(hparams["logit_scale"])}
-        return MethodResult(metrics, "top1", protocol)
+        primary, specs = finish_eval_sets(task, metrics, protocol)
+        return MethodResult(metrics, primary, protocol, metric_specs=specs)
 
     def _retrieval(self, backbone, task, hparams, ctx, split: str) -> MethodResult:
         from ..features import split_features
