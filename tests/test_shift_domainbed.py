@@ -92,7 +92,12 @@ def test_training_domain_validation_never_reads_the_test_domain_and_the_oracle_i
     clean, bad = run(dataset, "training"), run(poisoned, "training")
     a, b = clean["task_meta"]["split_provenance"]["sha256"], bad["task_meta"]["split_provenance"]["sha256"]
     assert a["train"] == b["train"] and a["val"] == b["val"] and a["test"] != b["test"]
-    assert clean["protocol"]["selected_on"] == "val" and clean["protocol"]["reported_on"] == "test"
+    assert clean["protocol"]["selected_on"] == "val" and clean["protocol"]["final_train_split"] == "train"
+    # one training: the training domains' out parts are the ID number, the held-out domain the evaluation set (and the primary)
+    assert clean["protocol"]["reported_on"] == "val" and [e["split"] for e in clean["protocol"]["eval_sets"]] == ["test"]
+    assert clean["primary_metric"]["name"] == "ood_top1" and clean["metrics"]["ood_top1"] == clean["metrics"]["test_domain/top1"]
+    assert clean["metrics"]["test_domain/n_eval"] == 32 - int(32 * 0.2) and clean["metrics"]["n_eval"] == 2 * int(32 * 0.2)
+    assert clean["metrics"]["top1"] == bad["metrics"]["top1"]  # the training-domain validation number is untouched
     assert clean["protocol"]["candidates"] == bad["protocol"]["candidates"] and clean["protocol"]["selected"] == bad["protocol"]["selected"]
     selection = clean["task_meta"]["model_selection"]
     assert selection["label"] == "training-domain validation" and selection["oracle"] is False
@@ -106,11 +111,11 @@ def test_registered_tasks_suites_and_the_oracle_rows_are_labelled():
     from harness.suites import suite
 
     for dataset, (_, domains, _) in dbed.DATASETS.items():
-        assert suite("domainbed").group_of(f"domainbed/{dataset}/{dbed.slug(domains[0])}") is not None
-        assert TASKS.get(f"domainbed/{dataset}/{dbed.slug(domains[-1])}/oracle").meta["selection"] == "oracle"
+        assert suite("domainbed").group_of(f"shift/domainbed/{dataset}/{dbed.slug(domains[0])}") is not None
+        assert TASKS.get(f"shift/domainbed/{dataset}/{dbed.slug(domains[-1])}/oracle").meta["selection"] == "oracle"
     assert "oracle" in suite("domainbed_oracle").title and "oracle" not in suite("domainbed").title
-    assert "domainbed/office_home/real_world" in TASKS
-    task = TASKS.get("domainbed/toy/sketch/oracle").factory()
+    assert "shift/domainbed/office_home/real_world" in TASKS
+    task = TASKS.get("shift/domainbed/toy/sketch/oracle").factory()
     assert task.meta()["model_selection"]["oracle"] and task.group == "domainbed-oracle/toy" and task.tune_splits == ("train", "test_out")
 
 

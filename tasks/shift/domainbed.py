@@ -13,8 +13,11 @@ part (the rest). The cell's seed is the trial seed. Why not ``harness.splits.car
 holdout is not stratified, and matching its rule bit for bit keeps numbers comparable with its
 tables; the record still carries ``harness.splits``' hashes of every split.
 
-Task ``domainbed/<dataset>/<test domain>`` trains on the *in* parts of the other domains and
-reports accuracy on the test domain's *in* part (DomainBed's ``env<i>_in_acc``). Model selection:
+Task ``shift/domainbed/<dataset>/<test domain>`` trains once on the *in* parts of the other
+domains and scores, with that one model, the training domains' *out* parts (``top1``: DomainBed's
+training-domain validation accuracy, the ID number) and the test domain's *in* part as the
+evaluation set ``test_domain`` (``test_domain/top1``: DomainBed's ``env<i>_in_acc``, the reported
+OOD number, also ``ood_top1``; ``harness.eval_sets``). Model selection:
 
 - **training-domain validation** (the default, DomainBed's ``IIDAccuracySelectionMethod``):
   hyper-parameters are chosen on the *out* parts of the training domains; the test domain is never
@@ -22,7 +25,8 @@ reports accuracy on the test domain's *in* part (DomainBed's ``env<i>_in_acc``).
 - **oracle** (``.../oracle``, ``OracleSelectionMethod``): chosen on the test domain's *out* part.
   It is a separate task (its own cell and row), labelled as the oracle everywhere it appears.
 
-Neither refits on train + val: DomainBed's selected model is the one trained on the *in* parts.
+Neither refits on train + val: DomainBed's selected model is the one trained on the *in* parts
+(``final_splits = (train, val)``), and the test domain is scored only by that final model.
 This module stays import-light (``bob list`` imports it).
 """
 from __future__ import annotations
@@ -46,6 +50,7 @@ DATASETS = {
     "terra_incognita": ("terra_incognita", ("location_100", "location_38", "location_43", "location_46"), 10),
     "domain_net": ("domain_net", ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"), 345),
 }
+PREFIX = "shift/domainbed/"  # registered task ids: shift/domainbed/<dataset>/<domain>[/oracle]
 TOY = "toy"  # the generated three-domain set (tasks/shift/toy_sets.py)
 TOY_DOMAINS = ("cartoon", "photo", "sketch")
 HOLDOUT = 0.2  # DomainBed's --holdout_fraction default
@@ -195,7 +200,8 @@ class DomainBedTask(Task):
         return {**super().meta(), "test_domain": self.test_domain,
                 "model_selection": {"method": self.selection, "label": SELECTIONS[self.selection], "selected_on": chosen_on,
                                     "oracle": self.selection == "oracle",
-                                    "reported_on": f"test: the 80 % in part of the test domain {self.test_domain}"}}
+                                    "reported_on": f"test_domain/top1 (= ood_top1): the 80 % in part of the test domain {self.test_domain}; "
+                                                   "top1: the training domains' out parts (training-domain validation accuracy)"}}
 
 
 def parse_local_id(name: str) -> tuple[Path, str, str, float]:
@@ -232,10 +238,10 @@ def _location(name: str, data_root: str | None, overrides: dict | None) -> tuple
     """Where task ``name``'s dataset lives, its test domain, selection and holdout."""
     if name.startswith("domainbed:"):
         return parse_local_id(name)
-    _, dataset, domain, *rest = name.split("/")
+    dataset, domain, *rest = name[len(PREFIX):].split("/")
     selection = "oracle" if rest == ["oracle"] else "training"
     overrides = overrides or {}
-    override = overrides.get(name) or overrides.get(f"domainbed/{dataset}")
+    override = overrides.get(name) or overrides.get(f"{PREFIX}{dataset}")
     if override:
         return Path(override).expanduser(), domain, selection, HOLDOUT
     if dataset == TOY:
@@ -245,13 +251,14 @@ def _location(name: str, data_root: str | None, overrides: dict | None) -> tuple
     root = data_root or os.environ.get("BOB_DATA")
     if not root:
         raise BobError(f"task {name}: no data root; pass --data-root (or BOB_DATA) holding {DATASETS[dataset][0]}/<domain>/<class>/<image>, "
-                       f"or --data-path domainbed/{dataset}=<folder>")
+                       f"or --data-path {PREFIX}{dataset}=<folder>")
     return Path(root).expanduser() / DATASETS[dataset][0], domain, selection, HOLDOUT
 
 
 def build_task(name: str, data_root: str | None = None, overrides: dict | None = None, cell=None) -> DomainBedTask:
     """The task for the cell ``cell`` (its seed is DomainBed's trial seed; 0 without a cell)."""
     from harness.data import ImageClassificationDataset, Sample
+    from harness.eval_sets import EvalSet
 
     folder, wanted, selection, holdout = _location(name, data_root, overrides)
     data = read_domains(folder, f"task {name}")
@@ -268,11 +275,13 @@ def build_task(name: str, data_root: str | None = None, overrides: dict | None =
                            f"{holdout:g} holdout); add images to its domains")
     names = [c.replace("_", " ") for c in data.classes]
     tune = ("train", "val") if selection == "training" else ("train", "test_out")
+    held_out = EvalSet("test_domain", "test", role="ood", title=f"held-out domain ({test_domain}, in split)", group="domain_generalization",
+                       notes={"domain": test_domain})
     return DomainBedTask(
         name=name, kind=CLASSIFICATION, group=_group(name, selection), num_classes=len(data.classes),
         loaders={k: (lambda v=v, k=k: ImageClassificationDataset([Sample(p, y, f"{name}:{k}") for p, y in v], name=f"{name}:{k}"))
                  for k, v in files.items()},
-        tune_splits=tune, final_splits=("train", "test"), union_splits={}, source=str(folder),
+        tune_splits=tune, final_splits=("train", "val"), union_splits={}, source=str(folder), eval_sets=[held_out],
         class_text=lambda: (names, ["a photo of a {c}."], f"class folders of {folder}"),
         split_provenance=record, selection=selection, test_domain=test_domain,
     )
@@ -293,7 +302,7 @@ def data_identity(name: str, seed: int, data_root: str | None, data_paths: dict 
 
 
 def _group(name: str, selection: str) -> str:
-    dataset = name.split("/")[1] if name.startswith("domainbed/") else "local"
+    dataset = name[len(PREFIX):].split("/")[0] if name.startswith(PREFIX) else "local"
     return f"domainbed{'-oracle' if selection == 'oracle' else ''}/{dataset}"
 
 
@@ -315,7 +324,7 @@ def _meta(name: str, dataset: str, domain: str, selection: str) -> dict[str, Any
 
 def task_ids(dataset: str, selection: str = "training") -> list[str]:
     domains = TOY_DOMAINS if dataset == TOY else DATASETS[dataset][1]
-    return [f"domainbed/{dataset}/{slug(d)}" + ("/oracle" if selection == "oracle" else "") for d in domains]
+    return [f"{PREFIX}{dataset}/{slug(d)}" + ("/oracle" if selection == "oracle" else "") for d in domains]
 
 
 def _register() -> None:
