@@ -22,7 +22,7 @@ SMALL_DETECTOR = {"img_size": 96, "epochs": 1, "lr": 1e-3, "batch_size": 8, "fpn
 # -- VisDA-2017 ----------------------------------------------------------------------------------------
 @pytest.fixture
 def visda_root(tmp_path) -> Path:
-    return write_visda(tmp_path / "visda2017", {"train": 6, "validation": 3}, seed=1)
+    return write_visda(tmp_path / "visda2017", {"train": 10, "validation": 3}, seed=1)
 
 
 def _official_list(folder: Path) -> list[tuple[str, int]]:
@@ -34,19 +34,22 @@ def _official_list(folder: Path) -> list[tuple[str, int]]:
     return out
 
 
-def test_visda_labels_are_the_list_files_and_real_is_the_test_set(visda_root):
+def test_visda_labels_are_the_list_files_and_real_is_the_evaluation_set(visda_root):
     assert visda.CLASSES == VISDA_CLASSES and len(visda.CLASSES) == 12
-    task = TASKS.get("visda2017").factory(overrides={"visda2017": str(visda_root)})
-    test = [(str(s.image), s.label) for s in task.load("test").samples]
-    assert test == _official_list(visda_root / "validation")
+    task = TASKS.get("shift/visda2017").factory(overrides={"shift/visda2017": str(visda_root)})
+    real = [(str(s.image), s.label) for s in task.load("real").samples]
+    assert real == _official_list(visda_root / "validation")
     synthetic = sorted(_official_list(visda_root / "train"))
-    train, val = ([(str(s.image), s.label) for s in task.load(k).samples] for k in ("train", "val"))
-    assert sorted(train + val) == synthetic and not set(train) & set(val)
-    assert all(sum(1 for _, y in val if y == c) == round(6 * 0.2) for c in range(12))  # stratified 20 % of each class
+    train, val, test = ([(str(s.image), s.label) for s in task.load(k).samples] for k in ("train", "val", "test"))
+    assert sorted(train + val + test) == synthetic and len(set(train) | set(val) | set(test)) == len(synthetic)
+    for part in (val, test):  # stratified: each class gives round(10 * 0.1) = 1 image to val and to test
+        assert sorted(y for _, y in part) == list(range(12))
     prov = task.split_provenance
-    assert prov["carved"] == {"val": {"from": "train (Synthetic)", "fraction": 0.2}} and prov["counts"] == {"train": 60, "val": 12, "test": 36}
+    assert prov["carved"] == {"val": {"from": "train (Synthetic)", "fraction": 0.1}, "test": {"from": "train (Synthetic)", "fraction": 0.1}}
+    assert prov["counts"] == {"train": 96, "val": 12, "test": 12, "real": 36}
     assert task.tune_splits == ("train", "val") and task.final_splits == ("trainval", "test")
-    for s in task.load("test").samples:  # every image sits in the folder of its class
+    assert [(e.name, e.split, e.role) for e in task.eval_sets] == [("real", "real", "ood")]
+    for s in task.load("real").samples:  # every image sits in the folder of its class
         assert Path(s.image).parent.name == VISDA_CLASSES[s.label]
 
 
@@ -61,7 +64,7 @@ def test_a_visda_list_line_whose_image_is_missing_is_a_one_line_error_naming_fil
     lines = (visda_root / "validation" / "image_list.txt").read_text().splitlines()
     (visda_root / "validation" / lines[4].split()[0]).unlink()
     with pytest.raises(BobError, match=rf"{visda_root / 'validation' / 'image_list.txt'}:5: image .* does not exist; restore it .* or delete the line") as err:
-        TASKS.get("visda2017").factory(overrides={"visda2017": str(visda_root)})
+        TASKS.get("shift/visda2017").factory(overrides={"shift/visda2017": str(visda_root)})
     assert "\n" not in str(err.value)
     shutil.rmtree(visda_root / "train")
     with pytest.raises(BobError, match=r"train/image_list.txt does not exist; VisDA-2017 ships"):
@@ -75,11 +78,16 @@ def test_a_visda_list_line_whose_image_is_missing_is_a_one_line_error_naming_fil
 
 
 def test_a_linear_probe_trains_on_synthetic_and_reports_real(tmp_path):
-    record = run_cell(RunSpec("timm:test_vit", "linear", "visda2017/toy", 0, "random", {"img_size": 32, "epochs": 5, "lr": 0.01, "wd": 0.0}),
+    record = run_cell(RunSpec("timm:test_vit", "linear", "shift/visda2017/toy", 0, "random", {"img_size": 32, "epochs": 5, "lr": 0.01, "wd": 0.0}),
                       None, log=lambda *_: None)
     assert record["status"] == "ok", record["error"]
     assert record["protocol"]["final_train_split"] == "trainval" and record["protocol"]["reported_on"] == "test"
-    assert record["metrics"]["n_eval"] == 60 and record["task_meta"]["split_provenance"]["target_domain"] == "Real (validation/)"
+    m = record["metrics"]
+    assert m["n_eval"] == 12 and m["real/n_eval"] == 60 and record["task_meta"]["split_provenance"]["target_domain"] == "Real (validation/)"
+    assert record["primary_metric"]["name"] == "ood_top1" and m["ood_top1"] == m["real/top1"]
+    assert 0.0 <= m["real/mean_class_acc"] <= 100.0 and record["metric_specs"]["real/mean_class_acc"]["direction"] == "higher"
+    # every Real class has 5 images: the mean of the per-class accuracies equals the overall accuracy
+    assert m["real/mean_class_acc"] == pytest.approx(m["real/top1"])
 
 
 # -- Sim10k -> Cityscapes --------------------------------------------------------------------------
@@ -134,17 +142,17 @@ def test_a_sim10k_xml_without_car_boxes_is_a_one_line_error_naming_it(pair):
     xml = sorted((sim / "VOC2012" / "Annotations").glob("*.xml"))[2]
     xml.write_text(voc_xml(xml.stem + ".jpg", (96, 64), [("person", [(3, 3), (8, 3), (8, 20), (3, 20)])]))
     with pytest.raises(BobError, match=rf"{xml}: has no 'car' box \(objects: person\); .* delete this xml") as err:
-        TASKS.get("sim10k_cityscapes").factory(overrides={"sim10k_cityscapes": f"{sim}@{city}"})
+        TASKS.get("shift/sim10k_cityscapes").factory(overrides={"shift/sim10k_cityscapes": f"{sim}@{city}"})
     assert "\n" not in str(err.value)
     with pytest.raises(BobError, match=r"give both folders"):
-        TASKS.get("sim10k_cityscapes").factory(overrides={"sim10k_cityscapes": str(sim)})
+        TASKS.get("shift/sim10k_cityscapes").factory(overrides={"shift/sim10k_cityscapes": str(sim)})
     shutil.rmtree(city)
     with pytest.raises(BobError, match=rf"{sim.parent / 'cityscapes'} does not exist; put Sim10k .* and Cityscapes"):
-        TASKS.get("sim10k_cityscapes").factory(data_root=str(sim.parent))
+        TASKS.get("shift/sim10k_cityscapes").factory(data_root=str(sim.parent))
 
 
 def test_the_detector_trains_on_sim10k_and_is_scored_on_cityscapes_with_pycocotools(tmp_path):
-    record = run_cell(RunSpec("timm:resnet18.a1_in1k", "detector", "sim10k_cityscapes/toy", 0, "random", {**SMALL_DETECTOR, "freeze": "all"}),
+    record = run_cell(RunSpec("timm:resnet18.a1_in1k", "detector", "shift/sim10k_cityscapes/toy", 0, "random", {**SMALL_DETECTOR, "freeze": "all"}),
                       None, log=lambda *_: None)
     assert record["status"] == "ok", record["error"]
     assert {"AP", "AP50"} <= set(record["metrics"]) and record["metrics"]["n_images"] == 10

@@ -34,7 +34,7 @@ CAR = {"id": 1, "name": "car"}
 SIM10K_FOLDERS = ("sim10k", "Sim10k", "SIM10K")
 CITYSCAPES_FOLDERS = ("cityscapes", "Cityscapes", "CityScapes")
 COCO_CONVERSION = "annotations/instancesonly_filtered_gtFine_val.json"
-TASK = "sim10k_cityscapes"
+TASK = "shift/sim10k_cityscapes"
 
 
 # -- Sim10k (VOC xml) ----------------------------------------------------------------------------------
