@@ -38,6 +38,7 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.bias",
     "tasks.bias_toy",
     "tasks.lmeval",
+    "tasks.shift",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 
