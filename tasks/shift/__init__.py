@@ -14,7 +14,7 @@ import importlib
 
 from .suite import register_shift_suite
 
-MODULES = ("imagenet",)  # the family's task modules, in import order (each declares its group)
+MODULES = ("imagenet", "domainbed", "visda", "sim10k")  # the family's task modules, in import order (each declares its group)
 
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

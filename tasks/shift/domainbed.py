@@ -317,8 +317,9 @@ def _factory(name: str):
 def _meta(name: str, dataset: str, domain: str, selection: str) -> dict[str, Any]:
     what = "oracle selection: hyper-parameters chosen on the test domain's out split" if selection == "oracle" else \
         "training-domain validation"
-    return {"kind": CLASSIFICATION, "group": _group(name, selection), "metric": "top1", "data_identity": data_identity, "class_names": True,
-            "selection": selection, "dataset": dataset, "test_domain": domain,
+    classes = {TOY: 4, **{k: v[2] for k, v in DATASETS.items()}}.get(dataset)
+    return {"kind": CLASSIFICATION, "group": _group(name, selection), "metric": "top1", **({"num_classes": classes} if classes else {}), "data_identity": data_identity, "class_names": True,
+            "selection": selection, "dataset": dataset, "test_domain": domain, "suite": "domainbed_oracle" if selection == "oracle" else "shift",
             "description": f"DomainBed {dataset}, leave out {domain} ({what})"}
 
 
@@ -351,6 +352,33 @@ def _resolve_local(name: str) -> Entry:
     return Entry(name, _factory(name), {**_meta(name, str(folder), domain, selection), "group": _group(name, selection)})
 
 
+PREPARE_NOTES = """DomainBed (PACS, VLCS, OfficeHome, TerraIncognita, DomainNet), as DomainBed's domainbed/scripts/download.py lays them out:
+  <root>/PACS/{art_painting,cartoon,photo,sketch}/<class>/<image>     <root>/VLCS/{Caltech101,LabelMe,SUN09,VOC2007}/<class>/<image>
+  <root>/office_home/{Art,Clipart,Product,Real World}/<class>/<image> <root>/terra_incognita/{location_100,...}/<class>/<image>
+  <root>/domain_net/{clipart,infograph,painting,quickdraw,real,sketch}/<class>/<image>
+Any other set in that layout: domainbed:<folder>?test=<domain>."""
+
+
+def _locate(name: str, data_root: str | None, overrides: dict | None) -> Path:
+    folder = _location(name, data_root, overrides)[0]
+    if not folder.is_dir():
+        raise BobError(f"task {name}: {folder} does not exist")
+    return folder
+
+
+def _declare_shift() -> None:
+    from .datacheck import checker
+    from .suite import declare_checker, declare_group
+
+    members = [t for d in DATASETS for t in task_ids(d)] + task_ids(TOY)
+    declare_group("domain_generalization", title="Domain generalization", tasks=members)
+    check = checker(_locate, lambda name, root, overrides: build_task(name, root, overrides),
+                    "lay the dataset out as <dataset>/<domain>/<class>/<image> (`bob data prepare shift` shows where)")
+    for i, task in enumerate(members):
+        declare_checker(task, check, PREPARE_NOTES if i == 0 else "")
+
+
 _register()
+_declare_shift()
 TASKS.add_prefix("domainbed", _resolve_local, "domainbed:<dataset folder>?test=<domain>[&select=oracle][&holdout=0.2] "
                  "runs leave-one-domain-out on a local set in DomainBed's layout (<domain>/<class>/<image>)")

@@ -218,7 +218,23 @@ METRICS = {"AP": {"direction": "higher", "fmt": ".3f", "label": "car box AP 0.5:
            "AP50": {"direction": "higher", "fmt": ".3f", "label": "car box AP at IoU 0.5 on Cityscapes val (pycocotools)"}}
 for _name, _what in ((TASK, "Sim10k -> Cityscapes val: car detection trained on game renders (AP, AP50)"),
                      (f"{TASK}/toy", "generated Sim10k/Cityscapes-layout pair: car detection, rendered -> noisy streets (AP, AP50)")):
-    TASKS.add(_name, _factory(_name), kind=DETECTION, group="shift/ood-detection", metric="AP", metrics=METRICS, class_names=True, description=_what)
+    TASKS.add(_name, _factory(_name), kind=DETECTION, group="shift/ood-detection", suite="shift", metric="AP", metrics=METRICS, class_names=True, description=_what)
 register_suite("sim10k_cityscapes", title="Sim10k -> Cityscapes (car)", rule="mean_of_tasks", group_columns=True,
                caption="Car detection trained on Sim10k, box AP on Cityscapes val (pycocotools)",
                groups=[{"name": "ap", "title": "AP", "tasks": [TASK]}, {"name": "ap50", "title": "AP50", "tasks": [TASK], "metric": "AP50"}])
+PREPARE_NOTES = """Sim10k -> Cityscapes (car): <root>/sim10k/VOC2012/{JPEGImages,Annotations} (repro_10k_images.tgz + repro_10k_annotations.tgz)
+  and <root>/cityscapes/leftImg8bit/val/<city>/ with gtFine/val/<city>/*_gtFine_polygons.json (or annotations/instancesonly_filtered_gtFine_val.json)"""
+
+
+def _declare_shift() -> None:
+    from .datacheck import checker
+    from .suite import declare_checker, declare_group
+
+    tasks = [TASK, f"{TASK}/toy"]
+    declare_group("ood_detection", title="OOD detection", tasks=tasks, metric="AP")
+    check = checker(locate, build_task, "put Sim10k and Cityscapes under the data root (`bob data prepare shift` shows the layout)")
+    for i, task in enumerate(tasks):
+        declare_checker(task, check, PREPARE_NOTES if i == 0 else "")
+
+
+_declare_shift()

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 from harness.errors import BobError
 from harness.registry import TASKS
-from harness.suites import register_suite
 from harness.types import CLASSIFICATION, Task
 
 CLASSES = ("aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person", "plant", "skateboard", "train", "truck")
@@ -132,8 +131,20 @@ def _factory(name: str):
 TASK_IDS = ("shift/visda2017", "shift/visda2017/toy")
 for _name, _what in zip(TASK_IDS, ("VisDA-2017 classification: Synthetic (train/) -> Real (validation/), 12 classes",
                                    "generated VisDA-2017-layout pair (flat renders -> noisy photos), 12 classes")):
-    TASKS.add(_name, _factory(_name), kind=CLASSIFICATION, group="shift/synthetic-to-real", metric="top1", metrics=METRICS,
+    TASKS.add(_name, _factory(_name), kind=CLASSIFICATION, group="shift/synthetic-to-real", suite="shift", metric="top1", metrics=METRICS,
               class_names=True, description=_what)
-register_suite("visda2017", title="VisDA-2017 (Synthetic -> Real)", rule="mean_of_tasks",
-               caption="Trained on the Synthetic renders, top-1 (%) on the Real validation images",
-               groups=[{"name": "synthetic_to_real", "title": "Synthetic -> Real", "tasks": ["shift/visda2017"]}])
+PREPARE_NOTES = """VisDA-2017 classification (ai.bu.edu/visda-2017): unpack train.tar and validation.tar into <root>/visda2017/:
+  <root>/visda2017/train/image_list.txt + train/<class>/<image> (Synthetic)   <root>/visda2017/validation/image_list.txt + validation/<class>/<image> (Real)"""
+
+
+def _declare_shift() -> None:
+    from .datacheck import checker
+    from .suite import declare_checker, declare_group
+
+    declare_group("synthetic_to_real", title="Synthetic to real", tasks=list(TASK_IDS))
+    check = checker(find_root, build_task, "unpack train.tar and validation.tar into <root>/visda2017/ (`bob data prepare shift`)")
+    for i, task in enumerate(TASK_IDS):
+        declare_checker(task, check, PREPARE_NOTES if i == 0 else "")
+
+
+_declare_shift()
