@@ -140,3 +140,21 @@ def test_bad_input_is_a_one_line_error_naming_the_folder_and_the_fix(tmp_path, d
     shutil.rmtree(dataset / "sketch" / "cross")
     with pytest.raises(BobError, match=r"domain 'sketch' has other classes than 'cartoon' \(differ: cross\)"):
         _task(dataset, "photo")
+
+
+def test_the_shift_suite_holds_the_three_groups_and_verify_reads_the_generated_sets():
+    from harness.suites import hook, suite
+
+    groups = {g.name: g for g in suite("shift").groups}
+    assert "shift/domainbed/pacs/photo" in groups["domain_generalization"].tasks
+    assert not any(t.endswith("/oracle") for t in groups["domain_generalization"].tasks)  # the oracle never enters the DG mean
+    assert "shift/visda2017" in groups["synthetic_to_real"].tasks
+    assert "shift/sim10k_cityscapes" in groups["ood_detection"].tasks and groups["ood_detection"].metric == "AP"
+    check = hook("shift", "check_data")
+    for task in ("shift/domainbed/toy/photo", "shift/visda2017/toy", "shift/sim10k_cityscapes/toy"):
+        found = check(task, None, None, True)
+        assert found.status == "ready", found.problems
+    assert check("shift/domainbed/toy/photo", None, None).counts["test"] == 32
+    assert check("shift/sim10k_cityscapes/toy", None, None).counts["val_images"] == 10
+    missing = check("shift/domainbed/pacs/photo", "/nonexistent", None)
+    assert missing.status == "missing" and "/nonexistent/PACS does not exist" in missing.message()
