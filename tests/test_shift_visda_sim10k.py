@@ -158,3 +158,11 @@ def test_the_detector_trains_on_sim10k_and_is_scored_on_cityscapes_with_pycocoto
     assert {"AP", "AP50"} <= set(record["metrics"]) and record["metrics"]["n_images"] == 10
     assert record["protocol"]["trained_on"] == "train" and record["protocol"]["reported_on"] == "val" and record["protocol"]["evaluator"] == "coco"
     assert "Sim10k" in record["task_meta"]["source"] and record["primary_metric"]["name"] == "AP"
+
+
+def test_a_plain_vit_detects_on_non_square_street_images(tmp_path):
+    """Cityscapes and Sim10k are wide: a ViT's simple pyramid pads the batch to its square input (ViTDet's rule)."""
+    record = run_cell(RunSpec("timm:vit_tiny_patch16_224", "detector", "shift/sim10k_cityscapes/toy", 0, "random", {**SMALL_DETECTOR, "freeze": "all"}),
+                      None, log=lambda *_: None)
+    assert record["status"] == "ok", record["error"]
+    assert {"AP", "AP50"} <= set(record["metrics"]) and record["metrics"]["n_images"] == 10
