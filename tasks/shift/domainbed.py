@@ -200,6 +200,8 @@ class DomainBedTask(Task):
         return {**super().meta(), "test_domain": self.test_domain,
                 "model_selection": {"method": self.selection, "label": SELECTIONS[self.selection], "selected_on": chosen_on,
                                     "oracle": self.selection == "oracle",
+                                    "score": "top-1 over the selection split's images pooled (DomainBed averages the per-domain out "
+                                             "accuracies; the two agree when the training domains' out parts are the same size)",
                                     "reported_on": f"test_domain/top1 (= ood_top1): the 80 % in part of the test domain {self.test_domain}; "
                                                    "top1: the training domains' out parts (training-domain validation accuracy)"}}
 
