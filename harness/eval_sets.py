@@ -49,6 +49,9 @@ class EvalSet:
     labels_source: str = ""
     group: str = ""  # the suite group the set belongs to (tables), e.g. "imagenet"
     notes: dict[str, Any] = field(default_factory=dict)
+    # a protocol's own numbers from the same scores (VisDA's mean per-class accuracy): (scores, labels) -> {metric: value}
+    extra_metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None
+    extra_specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # their declarations, by metric name
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -118,6 +121,8 @@ def set_metrics(es: EvalSet, scores: np.ndarray, labels: np.ndarray) -> dict[str
         if scores.shape[1] >= 5:
             out[f"{p}/top5"] = _topk(scores, labels, 5)
     out[f"{p}/n_eval"] = int(len(labels))
+    if es.extra_metrics is not None:
+        out.update({f"{p}/{k}": v for k, v in es.extra_metrics(scores, labels).items()})
     return out
 
 
@@ -170,6 +175,7 @@ def metric_specs(task) -> dict[str, dict[str, Any]]:
             specs[f"{es.name}/top1"] = acc(f"{title} top-1 (%)")
             specs[f"{es.name}/top5"] = acc(f"{title} top-5 (%)")
         specs[f"{es.name}/n_eval"] = {"direction": "higher", "fmt": ".0f", "label": f"{title} images scored"}
+        specs.update({f"{es.name}/{k}": dict(v) for k, v in es.extra_specs.items()})
     specs["ood_top1"] = acc("mean OOD top-1 (%) over the shifted sets")
     specs["id_ood_gap"] = {"direction": "lower", "unit": "pts", "fmt": ".1f", "label": "ID top-1 minus mean OOD top-1 (points)"}
     return specs

@@ -70,11 +70,17 @@ class PyramidBackbone(nn.Module):
             self.strides = [s for s, _ in picked]
             self.fpn = FeaturePyramidNetwork([channels[i] for i in self.indices], out_channels)
         self._all = len(probe)
+        self.img_size = img_size
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        height, width = x.shape[-2:]
+        if self.layout == "simple" and (height, width) != (self.img_size, self.img_size):
+            # a plain ViT takes its one input size: a non-square batch (Cityscapes, COCO) is zero-padded to the square, as
+            # ViTDet pads to 1024 x 1024, and each map is cropped back to the batch's extent for the anchors
+            x = nn.functional.pad(x, (0, max(0, self.img_size - width), 0, max(0, self.img_size - height)))
         feats = intermediates(self.encoder, x, None if self.layout == "fpn" else 1)
         if self.layout == "simple":
             top = feats[-1]
-            maps = [lat(scale(top)) for scale, lat in zip(self.scales, self.lateral)]
+            maps = [lat(scale(top))[..., : -(-height // s), : -(-width // s)] for scale, lat, s in zip(self.scales, self.lateral, self.strides)]
             return OrderedDict((str(i), m) for i, m in enumerate(maps))
         return self.fpn(OrderedDict((str(k), feats[i]) for k, i in enumerate(self.indices)))

@@ -14,7 +14,7 @@ import importlib
 
 from .suite import register_shift_suite
 
-MODULES = ("imagenet", "robustness")  # the family's modules, in import order (task modules declare their group)
+MODULES = ("imagenet", "domainbed", "visda", "sim10k", "robustness")  # the family's modules, in import order (task modules declare their group)
 
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")
