@@ -54,6 +54,7 @@ def _poison_targets(src: Path, dst: Path) -> None:
             tmp.rename(target)
 
 
+@pytest.mark.slow
 def test_coop_and_zsclip_report_every_target_and_training_never_reads_target_labels(tree, tmp_path):
     zs = _cell("zsclip", tree)
     for name in TARGETS:
@@ -79,6 +80,15 @@ def test_coop_and_zsclip_report_every_target_and_training_never_reads_target_lab
     assert clean["curves"]["train"] == dirty["curves"]["train"]
     for key in ("source_top1", "final_train_loss"):
         assert clean["metrics"][key] == dirty["metrics"][key], key
+
+    # the DG table: source + each target (papers' order) + their mean; not mixed into the cross-dataset table
+    from tasks.prompt_learning.tables import cross_table, rows_of
+
+    targets, table = cross_table(rows_of([zs, clean]), "dg")
+    assert targets == list(TARGETS) and {r["method"] for r in table} == {"zsclip", "coop"}
+    row = next(r for r in table if r["method"] == "coop")
+    assert row["source_top1"] == clean["metrics"]["source_top1"] and row["imagenet_r"] == clean["metrics"]["imagenet_r_top1"]
+    assert cross_table(rows_of([zs, clean])) == ([], [])
 
 
 def test_masks_are_applied_to_predictions():
