@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BobError
 from ..spec import canonical_json
-from .sets import PromptSet, prompt_sets_of, metric_name, metric_specs, summarise
+from .sets import PromptSet, prompt_sets_of, masked_top1, metric_name, metric_specs, summarise
 from .recipes import PROMPT_RECIPES, PromptRecipe, resolve_auto
 
 
@@ -213,9 +213,9 @@ class PromptCell:
                 logits, labels = self.tpt_logits(learner, es, classes)
             else:
                 logits, labels = self.logits(learner, es.split, classes, **extra)
-            if es.label_mask is not None:
-                logits = logits[:, list(es.label_mask)]
-            metrics[metric_name(es)] = float((logits.argmax(1) == labels).mean() * 100.0) if len(labels) else float("nan")
+            metrics[metric_name(es)], strict = masked_top1(logits, labels, es.label_mask)
+            if strict is not None:
+                metrics[f"{metric_name(es)}_all"] = strict
             metrics[f"n_{es.name}"] = int(len(labels))
         self.ctx.add_time("eval", time.perf_counter() - t0)
         return metrics

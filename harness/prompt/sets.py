@@ -31,7 +31,7 @@ class PromptSet:
     templates: list[str]
     role: str = "test"
     train_class_of: tuple[int | None, ...] | None = None  # None: the training classes, in the same order
-    label_mask: tuple[int, ...] | None = None  # logits restricted to these classes of the training set (ImageNet-A/R's 200)
+    label_mask: tuple[int, ...] | None = None  # predictions restricted to these of its classes (ImageNet-A/R's 200); labels stay in the full space
     notes: dict[str, Any] = field(default_factory=dict)
 
     def seen_in_training(self) -> bool:
@@ -53,6 +53,22 @@ def prompt_sets_of(task) -> list[PromptSet]:
 def metric_name(es: PromptSet) -> str:
     """top1 for the test split; base_top1 / new_top1; source_top1; <target>_top1."""
     return {"test": "top1", "base": "base_top1", "new": "new_top1", "source": "source_top1"}.get(es.role, f"{es.name}_top1")
+
+
+def masked_top1(logits, labels, mask: tuple[int, ...] | None) -> tuple[float, float | None]:
+    """top-1 (%) with the prediction taken among ``mask``'s classes (the datasets' number for
+    ImageNet-A / -R), and the strict all-class top-1 (None without a mask). Labels are in the
+    set's full label space, so an image whose class is outside the mask counts as wrong."""
+    import numpy as np
+
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if not len(labels):
+        return float("nan"), (float("nan") if mask is not None else None)
+    strict = float((logits.argmax(1) == labels).mean() * 100.0)
+    if mask is None:
+        return strict, None
+    cols = np.asarray(mask)
+    return float((cols[logits[:, cols].argmax(1)] == labels).mean() * 100.0), strict
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -84,6 +100,8 @@ def metric_specs(sets: list[PromptSet]) -> dict[str, dict[str, Any]]:
         if name != "top1":
             out[name] = spec({"base": "base-class accuracy (%)", "new": "new-class accuracy (%)", "source": "source test accuracy (%)"}.get(
                 es.role, f"{es.name} accuracy (%)"))
+        if es.label_mask is not None:
+            out[f"{name}_all"] = spec(f"{es.name} accuracy over all {len(es.class_names)} classes (%, strict; {name} is within its {len(es.label_mask)})")
     roles = {es.role for es in sets}
     if {"base", "new"} <= roles:
         out["hm"] = spec("harmonic mean of base and new accuracy (%)")

@@ -3,12 +3,13 @@
 * ``datasets.py`` reads the eleven datasets from their released folders (``split_zhou_<Name>.json``,
   FGVC-Aircraft's official lists, ImageNet's folders) and the two generated ones;
 * ``fewshot.py`` draws the K-shot subset by the reference rule (Dassl's);
-* ``task.py`` builds the protocols' tasks: few-shot, base-to-new, cross-dataset (and any bob
+* ``task.py`` builds the protocols' tasks: few-shot, base-to-new, cross-dataset, domain
+  generalisation (``dg.py``: ImageNet -> V2 / Sketch / A / R) (and any bob
   classification task few-shot: ``fewshot:<task>?shots=K``);
 * ``generate.py`` writes the generated pair in the CoOp layout;
 * ``sections.py`` adds the prompt-learning tab to published leaderboards.
 
-Task ids: ``coop:<dataset>?shots=K[&protocol=base2new|cross]``; the standard ones are registered
+Task ids: ``coop:<dataset>?shots=K[&protocol=base2new|cross|dg]``; the standard ones are registered
 (``bob list tasks --suite coop_fewshot`` ...) and grouped in suites. The cell's seed draws the
 subset; the hash of the chosen images is part of the cell id (``RunSpec.data``). This module
 stays import-light: ``bob list`` imports it.
@@ -24,6 +25,7 @@ from .verify import PREPARE_NOTES
 # methods whose classifier is built from class names, so they classify classes they never trained on
 TRANSFER_METHODS = ("zsclip", "coop", "cocoop", "kgcoop", "maple", "promptsrc", "tpt", "clip_adapter")
 TRANSFER_WHY = "its evaluation classes are not the training classes; only methods that build the classifier from class names run it"
+DG_WHY = "its target sets are scored by the prompt-learning methods (the classifier built from ImageNet's class names)"
 DATASET_NAMES = {  # id -> title (datasets.py holds the specs; this copy keeps `bob list` from reading them)
     "imagenet": "ImageNet", "caltech101": "Caltech101", "oxford_pets": "OxfordPets", "stanford_cars": "StanfordCars",
     "oxford_flowers": "Flowers102", "food101": "Food101", "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DTD",
@@ -67,8 +69,11 @@ def _coop_meta(name: str, dataset: str, shots: int, protocol: str) -> dict:
             "class_names": True, "protocol": protocol, "shots": shots, "dataset": dataset,
             "description": {"fewshot": f"{DATASET_NAMES[dataset]} {shots}-shot (CoOp split, seed draws the shots)",
                             "base2new": f"{DATASET_NAMES[dataset]} base-to-new, {shots} shots of the base classes",
-                            "cross": f"{DATASET_NAMES[dataset]} {shots}-shot -> the other datasets of its family"}[protocol]}
-    if protocol != "fewshot":
+                            "cross": f"{DATASET_NAMES[dataset]} {shots}-shot -> the other datasets of its family",
+                            "dg": f"{DATASET_NAMES[dataset]} {shots}-shot -> ImageNetV2, -Sketch, -A, -R (A / R within their 200 classes, and strict)"}[protocol]}
+    if protocol == "dg":  # the targets share ImageNet's classes, so every prompt method runs; methods that ignore the sets do not
+        meta.update(methods=list(TRANSFER_METHODS) + ["tip_adapter", "tip_adapter_f"], methods_why=DG_WHY)
+    elif protocol != "fewshot":
         meta.update(methods=list(TRANSFER_METHODS), methods_why=TRANSFER_WHY)
     return meta
 
@@ -107,6 +112,8 @@ def _register() -> None:
                           [("base2new", "Base-to-new", [(d, 16, "base2new") for d in COOP])]),
         "coop_cross": ("CoOp cross-dataset", "Trained on 16-shot ImageNet, evaluated on the other ten (mean target accuracy, %)",
                        [("cross", "Cross-dataset", [("imagenet", 16, "cross")])]),
+        "coop_dg": ("CoOp domain generalisation", "Trained on 16-shot ImageNet, evaluated on ImageNetV2, -Sketch, -A, -R (mean target accuracy, %)",
+                    [("dg", "Domain generalisation", [("imagenet", 16, "dg")])]),
         "prompt_toy": ("Prompt learning (generated)", "The generated pair: few-shot, base-to-new (HM) and cross-dataset (mean target accuracy)",
                        [("toy_fewshot", "Few-shot", [(d, k, "fewshot") for k in TOY_SHOTS for d in TOYS]),
                         ("toy_base2new", "Base-to-new", [(d, 4, "base2new") for d in TOYS]),
@@ -123,7 +130,7 @@ def _register() -> None:
 
 
 _register()
-TASKS.add_prefix("coop", _resolve_coop, "coop:<dataset>?shots=K[&protocol=base2new|cross] runs the CoOp protocols on "
+TASKS.add_prefix("coop", _resolve_coop, "coop:<dataset>?shots=K[&protocol=base2new|cross|dg] runs the CoOp protocols on "
                  f"{', '.join(DATASET_NAMES)} (data: <data root>/<CoOp folder>)")
 TASKS.add_prefix("fewshot", _resolve_fewshot, "fewshot:<task>?shots=K draws K shots per class of any classification task (Dassl's rule)")
 

@@ -1,12 +1,13 @@
 """The prompt-learning tab of a published leaderboard (``harness.sections``): the base-to-new table
 (B / N / HM per dataset and both averages), the accuracy-vs-shots curves with seed intervals, the
-cross-dataset table, and the trainable parameters and wall time per method. Numbers come from
+cross-dataset and domain-generalisation tables, and the trainable parameters and wall time per method. Numbers come from
 ``tables.py``; this module only lays them out (matplotlib imported when a board is published)."""
 from __future__ import annotations
 
 from harness.sections import PublishContext, Section, esc, figure_html, register_section, table_html, table_markdown
 
 TAB = "prompt learning"
+_DG_TITLES = {"imagenet_v2_mf": "-V2", "imagenet_sketch": "-Sketch", "imagenet_a": "-A", "imagenet_r": "-R"}
 
 
 def _f(value, fmt: str = ".1f"):
@@ -52,6 +53,14 @@ def build(ctx: PublishContext) -> list[Section]:
         table = [{**r, **{k: _f(r[k]) for k in ["source_top1", "target_mean_top1", *targets]}} for r in cross]
         caption = "Cross-dataset transfer (top-1 %, mean over seeds): trained on the source's few-shot split, evaluated on each target's test split."
         sections.append(Section(TAB, "Cross-dataset", f"<p>{esc(caption)}</p>" + table_html(table, cols), f"_{caption}_\n\n" + table_markdown(table, cols), order=30))
+    targets, dg = cross_table(rows, "dg")
+    if dg:
+        cols = [("backbone", "backbone"), ("method", "method"), ("source_top1", "ImageNet")] + \
+               [(t, _DG_TITLES.get(t, t)) for t in targets] + [("target_mean_top1", "target average"), ("seeds", "seeds")]
+        table = [{**r, **{k: _f(r[k]) for k in ["source_top1", "target_mean_top1", *targets]}} for r in dg]
+        caption = ("Domain generalisation (top-1 %, mean over seeds): trained on few-shot ImageNet, evaluated on ImageNet's val and its shifted sets; "
+                   "ImageNet-A and -R within their 200 classes (timm's index files), as the papers report them.")
+        sections.append(Section(TAB, "Domain generalisation", f"<p>{esc(caption)}</p>" + table_html(table, cols), f"_{caption}_\n\n" + table_markdown(table, cols), order=35))
     cost = cost_table(rows)
     cols = [("backbone", "backbone"), ("method", "method"), ("trainable_params", "trainable parameters"), ("wall_s", "wall time per cell (s)"),
             ("fit_s", "fit time per cell (s)"), ("cells", "cells")]

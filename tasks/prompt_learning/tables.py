@@ -8,6 +8,8 @@ tests read the same numbers).
 - **few-shot curves**: accuracy against shots per dataset and averaged over datasets (per seed,
   then over seeds), mean and 95 % interval over seeds (the bootstrap interval every bob table uses);
 - **cross-dataset**: source accuracy, each target's, and their mean;
+- **domain generalisation**: the same shape for ImageNet -> V2 / Sketch / A / R (A and R within
+  their 200 classes, the papers' number);
 - **cost**: trainable parameters and wall time (whole cell; fit alone) per method.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any, Iterable
 
-PROTOCOLS = ("fewshot", "base2new", "cross")
+PROTOCOLS = ("fewshot", "base2new", "cross", "dg")
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -106,11 +108,18 @@ def shot_curves(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, d
     return out
 
 
-def cross_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(target names, one row per (backbone, method, source) with the source accuracy, each target's and their mean)."""
-    cross = [r for r in rows if r["protocol"] == "cross" and "target_mean_top1" in r["metrics"]]
+def _target_order(name: str) -> tuple:
+    from .dg import TARGETS
+
+    return (0, TARGETS.index(name), name) if name in TARGETS else (1, *_dataset_order(name))
+
+
+def cross_table(rows: list[dict[str, Any]], protocol: str = "cross") -> tuple[list[str], list[dict[str, Any]]]:
+    """(target names, one row per (backbone, method, source) with the source accuracy, each target's and their mean);
+    ``protocol="dg"``: the domain-generalisation table."""
+    cross = [r for r in rows if r["protocol"] == protocol and "target_mean_top1" in r["metrics"]]
     targets = sorted({k[:-5] for r in cross for k in r["metrics"] if k.endswith("_top1") and k not in ("source_top1", "target_mean_top1")},
-                     key=_dataset_order)
+                     key=_target_order)
     table = []
     for (backbone, method, source), group in sorted(_by(cross, "backbone", "method", "dataset").items()):
         row = {"backbone": backbone, "method": method, "source": source, "seeds": len(group),

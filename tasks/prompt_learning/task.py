@@ -8,7 +8,9 @@
   the few-shot subset is drawn over all classes first (as the reference does) and then only
   base images train; evaluated within base and within new, each relabelled from 0;
 - ``cross``: train on the source's few-shot subset; evaluate the source's test split and every
-  other dataset of its family (the eleven, or the generated pair).
+  other dataset of its family (the eleven, or the generated pair);
+- ``dg`` (ImageNet only): train on K-shot ImageNet; evaluate ImageNet, -V2, -Sketch, -A, -R
+  (``dg.py``; issue 21's readers and masks).
 
 ``fewshot:<any classification task>?shots=K``: the same rule over that task's training split
 (val: its validation split, else carved from the unchosen training images).
@@ -32,7 +34,7 @@ from harness.types import CLASSIFICATION, Task
 from .datasets import COOP_DATASETS, DATASETS, TOY_DATASETS, Item, SplitData, dataset_folder, dataset_spec, read_dataset
 from .fewshot import RULE, VAL_SHOTS_MAX, FewShotDraw, draw_fewshot, ids_hash
 
-PROTOCOLS = ("fewshot", "base2new", "cross")
+PROTOCOLS = ("fewshot", "base2new", "cross", "dg")
 SHOTS = (1, 2, 4, 8, 16)
 BASE2NEW_RULE = "labels sorted; the first ceil(n/2) are base, the rest new (CoOp's subsample_classes); each evaluated within its own classes, relabelled from 0"
 
@@ -96,6 +98,8 @@ def parse_coop_id(name: str) -> tuple[str, int, str]:
     protocol = options.get("protocol", "fewshot")
     if protocol not in PROTOCOLS:
         raise BobError(f"task {name}: protocol={protocol!r} is not one of {', '.join(PROTOCOLS)}{did_you_mean(protocol, PROTOCOLS)}")
+    if protocol == "dg" and dataset != "imagenet":
+        raise BobError(f"task {name}: protocol=dg trains on ImageNet and evaluates its shifted sets; write coop:imagenet?shots={k}&protocol=dg")
     canonical = coop_task_id(dataset, k, protocol)
     if name != canonical:
         raise BobError(f"task {name}: write it as {canonical} (one spelling per task, so one task has one cell id)")
@@ -135,6 +139,10 @@ def _identity(draw_items: tuple[list[Item], list[Item]], sources: list[str]) -> 
 def coop_identity(name: str, seed: int, data_root: str | None, data_paths: dict | None) -> dict[str, str]:
     """What the cell id holds: the hash of the chosen images and of every split source the cell reads."""
     dataset, k, protocol = parse_coop_id(name)
+    if protocol == "dg":
+        from .dg import dg_identity
+
+        return dg_identity(name, k, seed, data_root, data_paths)
     data = _load(dataset, data_root, data_paths)
     chosen = _chosen(data, _draw(data, k, seed, f"task {name}"))
     sources = [data.source_sha256] + ([_load(t, data_root, data_paths).source_sha256 for t in cross_targets(dataset)] if protocol == "cross" else [])
@@ -166,6 +174,10 @@ def build_coop_task(name: str, data_root: str | None = None, overrides: dict | N
 
     dataset, k, protocol = parse_coop_id(name)
     spec = dataset_spec(dataset)
+    if protocol == "dg":
+        from .dg import build_dg_task
+
+        return build_dg_task(name, k, data_root, overrides, cell, spec)
     seed = int(cell.seed) if cell is not None else 0
     data = _load(dataset, data_root, overrides)
     draw = _draw(data, k, seed, f"task {name}")

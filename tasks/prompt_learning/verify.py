@@ -27,6 +27,10 @@ def check_coop_data(task_id: str, data_root: str | None, override: str | None = 
     from .task import cross_targets, parse_coop_id
 
     dataset, _, protocol = parse_coop_id(task_id)
+    if protocol == "dg":
+        from .dg import check_dg_data
+
+        return check_dg_data(task_id, data_root, override, open_images)
     names = [dataset] + (cross_targets(dataset) if protocol == "cross" else [])
     check = TaskCheck(task_id, None, fix="lay the data out as `bob data prepare coop_fewshot` shows (CoOp's DATASETS.md), then rerun")
     locations = []
