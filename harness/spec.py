@@ -37,6 +37,7 @@ class RunSpec:
     weights: str = "pretrained"
     hparams: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    compress: dict[str, Any] = field(default_factory=dict)  # canonical compression (harness.compress.config); {} = dense
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -49,6 +50,8 @@ class RunSpec:
         }
         if self.data:  # only where a task draws data per cell: every other id stays what it was
             out["data"] = dict(self.data)
+        if self.compress:  # only compressed cells: a dense cell's id is what it always was
+            out["compress"] = dict(self.compress)
         return out
 
     @property
@@ -59,7 +62,12 @@ class RunSpec:
     def label(self) -> str:
         """Short human label for progress bars and logs."""
         hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()) if k != "search")
-        return f"{self.backbone}[{self.weights}] {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "")
+        comp = ""
+        if self.compress:
+            from .compress.config import compress_label
+
+            comp = f"<{compress_label(self.compress)}>"
+        return f"{self.backbone}[{self.weights}]{comp} {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -71,6 +79,7 @@ class RunSpec:
             weights=d.get("weights", "pretrained"),
             hparams=dict(d.get("hparams") or {}),
             data=dict(d.get("data") or {}),
+            compress=dict(d.get("compress") or {}),
         )
 
     def __hash__(self) -> int:  # dict field is unhashable; the id is the identity
