@@ -38,6 +38,8 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.bias",
     "tasks.bias_toy",
     "tasks.lmeval",
+    "tasks.perplexity",
+    "harness.compress.board",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 
