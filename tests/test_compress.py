@@ -162,6 +162,7 @@ def test_compressed_model_is_built_once_for_many_cells(tmp_path):
 
     cfg = parse_compress({"method": "rtn", "bits": 8})
     specs = [RunSpec(backbone=VIT, method="knn", task="digits", weights="random", hparams={"img_size": 32, "k": k}, compress=cfg) for k in (5, 9)]
+    cb._MEMO.clear()  # a fresh worker: nothing built in this process, an empty $BOB_CACHE
     before = sum(cb.BUILDS.values())
     records = [run_cell(s, data_root=str(tmp_path / "data")) for s in specs]
     assert [r["status"] for r in records] == ["ok", "ok"], [r["error"] for r in records]
@@ -194,7 +195,6 @@ def test_none_keeps_existing_cell_ids():
     with_none = expand(parse_grid({**base, "compress": ["none"]})).cells
     both = expand(parse_grid({**base, "compress": ["none", {"method": "rtn", "bits": 8}]})).cells
     assert [c.id for c in plain] == [c.id for c in with_none]
-    assert RunSpec(backbone=VIT, method="knn", task="digits").id == "a3b2e7f4d3f2b61c" or True  # informative only
     assert len(both) == 2 and both[0].id == plain[0].id and both[1].compress == {"method": "rtn", "bits": 8, "group_size": None}
 
 
