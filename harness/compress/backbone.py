@@ -46,7 +46,9 @@ def _example(backbone, model, cfg):
     g = torch.Generator().manual_seed(0)
     if _is_lm(backbone):
         length = (cfg.get("calibration") or {}).get("seq_len", 128)
-        length = min(length, backbone.max_length)
+        from backbones.hf_lm import context_length  # not backbone.max_length: that builds the model being built
+
+        length = min(length, context_length(model.config.to_dict()) or length)
         return {"input_ids": torch.randint(0, int(model.config.vocab_size), (LATENCY_BATCH, length), generator=g)}
     size = backbone.preprocess.img_size
     return torch.randn(LATENCY_BATCH, 3, size, size, generator=g)
