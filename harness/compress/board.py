@@ -66,7 +66,7 @@ def pairing_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "dense": _fmt(dense_value), "compressed": _fmt(prim.get("value")),
             "drop": _fmt(drop(dense_value, prim.get("value"), direction, prim.get("target"))),
             "bits": f"{comp.get('nominal_bits')}/{comp.get('measured_bits')}",
-            "sparsity": f"{_fmt(comp.get('nominal_sparsity'))}/{_fmt(comp.get('measured_sparsity'))}",
+            "sparsity": None if comp.get("nominal_sparsity") is None else f"{_fmt(comp.get('nominal_sparsity'))}/{_fmt(comp.get('measured_sparsity'))}",
             "size_mb": _fmt((comp.get("serialized_bytes") or 0) / 1e6) if comp.get("serialized_bytes") else None,
             "dense_size_mb": _fmt((comp.get("dense_parameter_bytes") or 0) / 1e6) if comp.get("dense_parameter_bytes") else None,
             "latency_ms": lat.get("median_ms"), "dense_latency_ms": dlat.get("median_ms"),
@@ -161,9 +161,9 @@ def build(ctx: PublishContext) -> list[Section]:
     html = table_html(rows, COLUMNS, caption="Each compressed cell beside its dense twin (drop: positive = worse, by the metric's direction)")
     zrows = zscore_rows([r for r in records if r.get("task") in {x["task"] for x in rows}])
     sections = [Section("compression", "Compressed vs dense twin", html,
-                        "## Compression: each compressed cell beside its dense twin\n\n" + table_markdown(rows, COLUMNS), files={"compression_pairs.csv": buf.getvalue()}),
+                        table_markdown(rows, COLUMNS), files={"compression_pairs.csv": buf.getvalue()}),
                 Section("compression", "z-scores within a compression level and across", table_html(zrows, Z_COLUMNS),
-                        "### z-scores within a compression level and across levels\n\n" + table_markdown(zrows, Z_COLUMNS))]
+                        table_markdown(zrows, Z_COLUMNS))]
     try:
         import matplotlib.pyplot as plt
 
