@@ -267,3 +267,15 @@ def test_drop_follows_the_declared_direction():
     assert drop(50.0, 55.0, "target", 50.0) == 5.0
     assert pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (0.5, 0.1)]) == [(0.5, 0.1), (1, 0.5), (3, 0.9)]
     assert not math.isnan(drop(1.0, 1.0, "higher"))
+
+
+def test_open_clip_image_tower_is_compressed_with_calibration(tmp_path):
+    from harness.runner import run_cell
+
+    cells = expand(parse_grid({"backbones": ["openclip:bob-tiny-clip"], "weights": "random", "methods": ["knn"], "tasks": ["digits"],
+                               "compress": [{"method": "wanda", "sparsity": 0.5, "calibration": {"samples": 8}}]})).cells
+    record = run_cell(cells[0], data_root=str(tmp_path / "data"))
+    assert record["status"] == "ok", record["error"]
+    comp = record["compression"]
+    assert comp["measured_sparsity"] == 0.5 and comp["n_compressed_layers"] > 0
+    assert any(n.endswith("attn.out_proj.weight") for n in comp["dense_layers"])  # nn.MultiheadAttention's fused projection: declared dense

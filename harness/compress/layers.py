@@ -3,7 +3,8 @@
 Quantization and unstructured / N:M pruning act on the weight matrices of linear layers
 (``nn.Linear`` and GPT-2's ``Conv1D``, whose weight is stored transposed). Left dense, as the
 GPTQ / Wanda papers and PTQ-for-ViT work do: token and position embeddings, the patch embedding
-(a convolution), normalisation layers, biases, and the output head (``lm_head`` / ``head``) —
+(a convolution), normalisation layers, biases, the output head (``lm_head`` / ``head``) and the
+output projection of ``nn.MultiheadAttention`` (called through a fused function, not as a module) —
 declared by the name patterns below and recorded, and tested bit-identical to the dense model.
 """
 from __future__ import annotations
@@ -26,7 +27,12 @@ def is_linear(module) -> bool:
 
 def target_layers(model) -> list[tuple[str, Any]]:
     """(name, module) of every linear layer that is compressed, in forward (registration) order."""
-    return [(n, m) for n, m in model.named_modules() if n and is_linear(m) and not is_dense_name(n)]
+    import torch
+
+    # nn.MultiheadAttention (open_clip's towers) uses its out_proj weight inside a fused function, never
+    # calling the module: calibration hooks cannot see its input, so it is kept dense (declared)
+    fused = {f"{n}.out_proj" for n, m in model.named_modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    return [(n, m) for n, m in model.named_modules() if n and is_linear(m) and not is_dense_name(n) and n not in fused]
 
 
 def weight_2d(module):
