@@ -23,6 +23,7 @@ from .config import compress_label, compress_level
 BUILDS: Counter = Counter()  # key -> number of times the compression actually ran (in this process)
 _MEMO: dict[str, tuple[Any, dict[str, Any]]] = {}
 LATENCY_BATCH = 8
+CACHE_VERSION = 1  # bump when the algorithms' output changes: cached compressed models are then rebuilt
 
 
 def cache_root() -> Path:
@@ -66,7 +67,7 @@ def compress_backbone(backbone, spec: RunSpec, task) -> None:
             calibration, load = text_calibration(backbone.tokenizer, cal_cfg)
         else:
             calibration, load = image_calibration(task, backbone.preprocess, cal_cfg)
-    key = hashlib.sha256(canonical_json({"weights": backbone.cache_key, "compress": cfg,
+    key = hashlib.sha256(canonical_json({"v": CACHE_VERSION, "weights": backbone.cache_key, "compress": cfg,
                                          "calibration": calibration["sha256"] if calibration else None}).encode()).hexdigest()[:24]
     dense_build, dense_key = backbone.build, backbone.cache_key
     backbone.cache_key = f"{dense_key}|compress:{key}"
