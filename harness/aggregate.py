@@ -28,7 +28,19 @@ def backbone_label(record: dict[str, Any]) -> str:
     meta = record.get("backbone_meta") or {}
     weights = meta.get("weights") or record.get("weights")
     name = record.get("backbone")
-    return f"{name} (random-init)" if weights in ("random-init", "random") else name
+    label = f"{name} (random-init)" if weights in ("random-init", "random") else name
+    compress = (record.get("spec") or {}).get("compress")
+    if compress:  # a compressed backbone is its own row, never averaged with its dense twin
+        from .compress.config import compress_label
+
+        label += f" <{compress_label(compress)}>"
+    return label
+
+
+def _compress_label(record: dict[str, Any]) -> str:
+    from .compress.config import compress_label
+
+    return compress_label((record.get("spec") or {}).get("compress") or {})
 
 
 def check_record(record: dict[str, Any]) -> None:
@@ -72,6 +84,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "backbone_label": backbone_label(record),
         "weights": record.get("weights"),
         "weights_resolved": meta.get("weights"),
+        "compress": _compress_label(record),
         "method": record.get("method"),
         "task": record.get("task"),
         "task_group": (record.get("task_meta") or {}).get("group"),

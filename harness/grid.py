@@ -4,6 +4,7 @@
 name: quickstart
 backbones: [timm:resnet18.a1_in1k, {name: timm:vit_tiny_patch16_224.augreg_in21k, weights: random}]
 weights: auto                 # default for all backbones: pretrained | random | auto | a file path
+compress: [none, {method: rtn, bits: 8}]   # optional: compressed backbones (harness/compress), none = dense
 methods: [knn, linear, finetune]
 tasks: [digits, shapes/location]
 seeds: [0, 1]
@@ -27,11 +28,11 @@ from typing import Any
 from .errors import BobError, did_you_mean
 from .spec import RunSpec
 
-GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells", "deterministic")
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells", "deterministic", "compress")
 DEFAULT_MAX_CELLS = 100_000  # a grid above this is refused before expansion; raise it with max_cells: or --max-cells
 MAX_GRID_VALUES = 100_000  # values in a grid file once YAML aliases are expanded (a billion-laughs file stops here)
 MAX_GRID_BYTES = 1_000_000
-RULE_KEYS = ("backbone", "method", "task", "seed", "weights")
+RULE_KEYS = ("backbone", "method", "task", "seed", "weights", "compress")  # compress matches its label (dense, rtn-w8, wanda-2:4...)
 ALL_METHODS = "all"
 
 
@@ -50,6 +51,7 @@ class Grid:
     source: str = "<grid>"
     max_cells: int = DEFAULT_MAX_CELLS
     deterministic: bool = False  # every cell in deterministic mode (harness.determinism); part of each cell's id
+    compress: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # canonical entries; {} = dense
 
 
 @dataclass
@@ -158,6 +160,17 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     deterministic = data.get("deterministic", False)
     if not isinstance(deterministic, bool):
         raise _fail(source, f"'deterministic' must be true or false, got {deterministic!r}")
+    from .compress.config import parse_compress
+
+    raw_compress = data.get("compress", ["none"])
+    raw_compress = raw_compress if isinstance(raw_compress, list) else [raw_compress]
+    if not raw_compress:
+        raise _fail(source, "'compress' is an empty list; give none and/or entries like {method: rtn, bits: 8}")
+    compress: list[dict[str, Any]] = []
+    for i, entry in enumerate(raw_compress):
+        parsed = parse_compress(entry, f"{source}: compress[{i}]")
+        if parsed not in compress:
+            compress.append(parsed)
     return Grid(
         name=name,
         backbones=backbones,
@@ -172,6 +185,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         source=source,
         max_cells=max_cells,
         deterministic=deterministic,
+        compress=compress,
     )
 
 
@@ -226,7 +240,9 @@ def expand_task_names(names: list[str]) -> list[str]:
 
 
 def _matches(rule: dict[str, Any], spec: RunSpec) -> bool:
-    values = spec.as_dict()
+    from .compress.config import compress_label
+
+    values = {**spec.as_dict(), "compress": compress_label(spec.compress)}
     for key, pattern in rule.items():
         patterns = pattern if isinstance(pattern, list) else [pattern]
         if not any(fnmatch.fnmatchcase(str(values[key]), str(p)) for p in patterns):
@@ -256,7 +272,7 @@ def count_cells(grid: Grid, n_tasks: int | None = None) -> int:
     for method in grid.methods:
         merged = {**grid.hparams.get(ALL_METHODS, {}), **grid.hparams.get(method, {})}
         per_method += math.prod(len(v) for v in merged.values() if isinstance(v, list))
-    return len(grid.backbones) * n_tasks * len(grid.seeds) * per_method
+    return len(grid.backbones) * n_tasks * len(grid.seeds) * per_method * len(grid.compress)
 
 
 def expand(grid: Grid, validate: bool = True) -> Expansion:
@@ -290,9 +306,15 @@ def expand(grid: Grid, validate: bool = True) -> Expansion:
                 cls().resolve_hparams(point)
     cells, skipped, excluded = [], [], 0
     identities: dict[tuple[str, int], dict[str, Any]] = {}
-    for (backbone, weights), method, task, seed in itertools.product(grid.backbones, grid.methods, tasks, grid.seeds):
+    checked: set[tuple[str, str, int]] = set()
+    for (backbone, weights), compress, method, task, seed in itertools.product(grid.backbones, grid.compress, grid.methods, tasks, grid.seeds):
+        if validate and compress and (backbone, weights, id(compress)) not in checked:  # a method on a backbone it cannot handle, a 2:4 width...
+            from .compress.checks import check_backbone
+
+            check_backbone(compress, backbone, weights, f"{grid.source}: compress")
+            checked.add((backbone, weights, id(compress)))
         for hp in _hparam_points(grid, method):
-            spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp, deterministic=grid.deterministic)
+            spec = RunSpec(backbone=backbone, method=method, task=task, seed=seed, weights=weights, hparams=hp, deterministic=grid.deterministic, compress=compress)
             if any(_matches(r, spec) for r in grid.exclude) and not any(_matches(r, spec) for r in grid.include):
                 excluded += 1
                 continue

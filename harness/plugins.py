@@ -40,6 +40,8 @@ BUILTIN_PLUGIN_MODULES = (
     "tasks.bias_toy",
     "tasks.lmeval",
     "tasks.shift",
+    "tasks.perplexity",
+    "harness.compress.board",
 )
 ENTRY_POINT_GROUP = "bob.plugins"
 

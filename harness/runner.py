@@ -137,6 +137,10 @@ def run_cell(
         task = task_entry.factory(data_root=data_root, overrides=data_paths or {}, **per_cell)
         record["task_meta"] = task.meta()
         backbone = BACKBONES.get(spec.backbone).factory(weights=spec.weights, seed=spec.seed, img_size=hparams.get("img_size"))
+        if spec.compress:  # between weight resolution and the method: the backbone builds its compressed twin
+            from .compress.backbone import compress_backbone
+
+            compress_backbone(backbone, spec, task)
         record["hparams"] = hparams
         if getattr(backbone, "preprocess", None) is not None:  # image backbones
             if getattr(task, "eval_preprocess", "backbone") == "model":  # the suite declares the model's own eval transform
@@ -191,6 +195,10 @@ def run_cell(
             record["artifacts"] = {name: str(store.write_artifact(spec.id, name, value)) for name, value in result.artifacts.items()}
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})
         record["backbone_meta"] = _public_meta(backbone)
+        if spec.compress:
+            from .compress.backbone import compression_record
+
+            record["compression"] = compression_record(backbone, spec)
         if checkpoint_dir is not None:  # finished: the resume points are no longer needed
             for ckpt in Path(checkpoint_dir).glob(f"{spec.id}-*.pt"):
                 ckpt.unlink(missing_ok=True)

@@ -42,6 +42,7 @@ class RunSpec:
     hparams: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     deterministic: bool = False
+    compress: dict[str, Any] = field(default_factory=dict)  # canonical compression (harness.compress.config); {} = dense
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -56,6 +57,8 @@ class RunSpec:
             out["data"] = dict(self.data)
         if self.deterministic:  # part of the id (it can change the numbers); absent when off, so every other id stays
             out["deterministic"] = True
+        if self.compress:  # only compressed cells: a dense cell's id is what it always was
+            out["compress"] = dict(self.compress)
         return out
 
     @property
@@ -66,7 +69,12 @@ class RunSpec:
     def label(self) -> str:
         """Short human label for progress bars and logs."""
         hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()) if k != "search")
-        return f"{self.backbone}[{self.weights}] {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "") + (" det" if self.deterministic else "")
+        comp = ""
+        if self.compress:
+            from .compress.config import compress_label
+
+            comp = f"<{compress_label(self.compress)}>"
+        return f"{self.backbone}[{self.weights}]{comp} {self.method} {self.task} s{self.seed}" + (f" {hp}" if hp else "") + (" det" if self.deterministic else "")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
@@ -79,6 +87,7 @@ class RunSpec:
             hparams=dict(d.get("hparams") or {}),
             data=dict(d.get("data") or {}),
             deterministic=bool(d.get("deterministic", False)),
+            compress=dict(d.get("compress") or {}),
         )
 
     def __hash__(self) -> int:  # dict field is unhashable; the id is the identity
