@@ -218,9 +218,12 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--publish", "publish_name", help="after the sweep, write leaderboards/NAME/")
 @click.option("--max-cells", type=int, help="refuse grids with more cells than this (default: the grid's max_cells, else 100000)")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
+@click.option("--gpus-per-cell", "--procs-per-cell", "gpus_per_cell", type=int,
+              help="processes per cell under torch.distributed (one per GPU on CUDA; gloo processes on CPU); default: the grid's gpus_per_cell, else 1")
+@click.option("--nodes-per-cell", type=int, help="nodes per cell (slurm); default: the grid's nodes_per_cell, else 1")
 def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
           array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
-          publish_name, max_cells, wandb_target):
+          publish_name, max_cells, wandb_target, gpus_per_cell=None, nodes_per_cell=None):
     """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
     import time as _time
 
@@ -236,6 +239,17 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
         grid.data_root = data_root
     grid.data_paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
+    procs, nodes = gpus_per_cell or grid.gpus_per_cell, nodes_per_cell or grid.nodes_per_cell
+    if procs * nodes > 1 or gpus_per_cell is not None:  # bad input fails here, before any cell runs
+        from .distributed import check_cells, check_procs
+
+        if executor == "local":
+            if workers > 1 and procs > 1:
+                raise BobError(f"--workers {workers} with --gpus-per-cell {procs}: run distributed cells one at a time (--workers 1)")
+            if nodes > 1:
+                raise BobError(f"nodes_per_cell={nodes} needs --executor slurm; locally a cell runs on one node")
+            check_procs(procs, device, "--gpus-per-cell" if gpus_per_cell else f"{grid_file}: gpus_per_cell")
+        check_cells(plan.to_run, procs * nodes)
     click.echo(plan.describe())
     if dry_run:
         for spec in plan.to_run:
@@ -273,7 +287,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
             run_workers(workers, gpus.split(",") if gpus else None, spec_dicts=specs, store_folder=str(plan.store.folder), since=since,
                         device=device, wandb_target=wandb_target, **common)
         else:
-            run_worker(specs, str(plan.store.folder), since, device=device, wandb_target=wandb_target, **common)
+            run_worker(specs, str(plan.store.folder), since, device=device, wandb_target=wandb_target, procs_per_cell=procs, **common)
     if plan.to_run:
         from .executors.worker import finished_since
 
