@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..adapt.lora import TARGETS as LORA_TARGETS
+from .timm_recipe import RECIPE_DEFAULTS, apply_preset
 from ..distributed import GlobalBatchSampler, SeededItems, all_reduce_sum, default_loader_workers, world, wrap_ddp
 from ..errors import NonFiniteLossError
 from ..registry import register_method
@@ -216,6 +217,13 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
     amp_label = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off"
     ctx.distributed.update({"world_size": w.size, "accum_steps": accum, "sync_bn": bool(hp.get("sync_bn", False)) if w.size > 1 else None})
     feed = _Feed(ctx, w, accum, device)
+    ema = None
+    if hp.get("model_ema"):  # timm's EMA of the weights, evaluated instead of the last weights
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=float(hp.get("model_ema_decay", 0.9998)))
+        if state is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
     step = start_epoch * steps_per_epoch
     images_seen = 0
     t0 = time.perf_counter()
@@ -227,8 +235,8 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
         total_loss, count = 0.0, 0
         for batch, n_real, n_global, first, last in feed.epoch(make_loader(epoch, order_gen), epoch):
             if first:
-                for group in opt.param_groups:
-                    group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]), milestones)
+                for group in opt.param_groups:  # lr_scale: timm's layer-wise decay groups
+                    group["lr"] = _lr_at(step, total, warmup, float(hp["lr"]), milestones) * group.get("lr_scale", 1.0)
                 opt.zero_grad(set_to_none=True)
             with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
                 with autocast:
@@ -249,16 +257,21 @@ def fit(model, trainable: list, opt, make_loader, loss_of, hp: dict, ctx, checkp
                 opt.step()
                 step += 1
                 images_seen += n_global
+                if ema is not None:
+                    ema.update(model, step=step)
         total_loss, count = all_reduce_sum([total_loss, count])
         curve.append({"epoch": epoch + 1, "train_loss": total_loss / max(count, 1), "lr": opt.param_groups[0]["lr"]})
         if checkpoint is not None and w.main:  # rank 0 alone writes; every rank resumes from the same file
             _atomic_torch_save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "curve": curve},
+                {"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "curve": curve,
+                 **({"ema": ema.module.state_dict()} if ema is not None else {})},
                 checkpoint,
             )
         if ctx.on_metrics and w.main:
             ctx.on_metrics({f"{metric_prefix}/loss": curve[-1]["train_loss"], "lr": curve[-1]["lr"]}, epoch + 1)
     ctx.distributed.update(feed.report())
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     fit_s = time.perf_counter() - t0
     ctx.add_time("fit", fit_s)
     return curve, images_seen, fit_s, amp_label
@@ -279,8 +292,13 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     from ..adapt.training_split import TrainingSplit
 
     device = ctx.device
+    from . import timm_recipe
+
+    timm_path = timm_recipe.active(hp)  # timm's recipe components (a preset, RandAugment, mixup, layer decay, drop-path)
     torch.manual_seed(ctx.seed)
     encoder = copy.deepcopy(backbone.model)
+    if timm_path:
+        encoder = timm_recipe.with_drop_path(backbone, encoder, float(hp.get("drop_path") or 0.0))
     backbone_params = sum(p.numel() for p in encoder.parameters())
     # a recipe that selects from data (SCT, GPS, E2VPT's pruning) sees this cell's training split, nothing else
     split = TrainingSplit(train_split, task.num_classes, lambda aug: task.load(train_split).with_transform(backbone.preprocess.train_transform(aug, task.hflip_ok)),
@@ -298,15 +316,22 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     if adaptation is not None and adaptation.artifacts:
         report["artifacts"] = adaptation.artifacts
     augment = bool(hp["augment"])
-    train_ds = task.load(train_split).with_transform(backbone.preprocess.train_transform(augment, task.hflip_ok))
+    if timm_path and augment:
+        train_ds = task.load(train_split).with_transform(timm_recipe.train_transform(backbone.preprocess, hp, task.hflip_ok))
+        report["train_transform"] = repr(train_ds.transform) if hasattr(train_ds, "transform") else "timm.data.create_transform"
+    else:
+        train_ds = task.load(train_split).with_transform(backbone.preprocess.train_transform(augment, task.hflip_ok))
     if not augment:
         train_ds = _MemoisedDataset(train_ds)
-    eval_ds = task.load(eval_split).with_transform(backbone.preprocess.eval_transform())
+    eval_ds = task.load(eval_split).with_transform(timm_recipe.eval_transform(backbone.preprocess, hp) if timm_path else backbone.preprocess.eval_transform())
     bs = int(hp["batch_size"])
     steps_per_epoch = max(1, math.ceil(len(train_ds) / bs))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(trainable, hp)
+    opt = timm_recipe.optimizer(encoder, head, trainable, hp) if timm_path else make_optimizer(trainable, hp)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
+    mixup = timm_recipe.MixupLoss(hp, task.num_classes) if (hp.get("mixup") or hp.get("cutmix")) else None
+    if hp.get("preset"):
+        report["preset"] = {"name": hp["preset"], "values": {k: hp.get(k) for k in timm_recipe.PRESETS[hp["preset"]]}}
     reset_peak_memory(device)
     def make_loader(epoch: int, generator):
         return DataLoader(train_ds, batch_size=bs, shuffle=True, generator=generator, num_workers=0, drop_last=False)
@@ -314,12 +339,18 @@ def train_and_evaluate(backbone, task, train_split: str, eval_split: str, hp: di
     def loss_of(batch, forward):
         images, labels = batch
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if mixup is not None:
+            return mixup(forward, images, labels), len(labels)
         return loss_fn(forward(images), labels), len(labels)
 
     curve, images_seen, fit_s, report["amp"] = fit(
         model, trainable, opt, make_loader, loss_of, hp, ctx, checkpoint, steps_per_epoch,
         desc=f"{recipe or 'finetune'} {train_split}", set_train_mode=lambda: train_mode(model, adapted=adaptation is not None),
         metric_prefix=train_split)
+    if mixup is not None:
+        report["mixup"] = {"mixup": hp.get("mixup"), "cutmix": hp.get("cutmix"), "mixed_batches": mixup.mixed_batches}
+    if hp.get("model_ema"):
+        report["model_ema"] = {"decay": float(hp["model_ema_decay"]), "evaluated": True}
     report["peak_memory_mb"], report["peak_memory_kind"] = peak_memory_mb(device)
     report["train_images_per_s"] = round(images_seen / fit_s, 2) if images_seen and fit_s > 0 else None
     if adaptation is not None:  # a recipe whose update folds into the weights: the merged model is what is evaluated and timed
@@ -373,14 +404,15 @@ class FineTune(Method):
     frozen_backbone = False
     description = "end-to-end fine-tuning (AdamW, warmup + cosine, augmentation on/off)"
     defaults = {"lr": 5e-4, "wd": 0.05, "epochs": 10, "warmup_epochs": 1.0, "label_smoothing": 0.0, "augment": False, "grad_clip": 1.0, "batch_size": 32,
-                "optimizer": "adamw", "amp": "auto", "compile": False, "accum_steps": 1, "sync_bn": False}
+                "optimizer": "adamw", "amp": "auto", "compile": False, "accum_steps": 1, "sync_bn": False,
+                **RECIPE_DEFAULTS}
     search_space = {}  # fixed by default (costly); pass search: {lr: [...]} for the VTAB-1k protocol
     metrics = ADAPTATION_METRICS
     recipe: str | None = None  # None: every parameter trains
     choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "targets": LORA_TARGETS}
 
     def resolve_hparams(self, given):
-        resolved = super().resolve_hparams(given)
+        resolved = apply_preset(self.name, given, super().resolve_hparams(given))  # a preset's values under the user's
         check_choices(self.name, given, self.choices)
         return resolved
 
