@@ -265,7 +265,9 @@ def launch_cell(spec, store, procs: int, nodes: int = 1, *, device: str | None =
         record = results[0]
     except Exception as exc:
         record = None
-        for path in sorted(Path(side).glob("rank*.json")):  # a rank's own failed record: the cell's error, with its traceback
+        first = exc.get_first_failure()[0] if hasattr(exc, "get_first_failure") else None  # the rank that failed first caused it
+        paths = sorted(Path(side).glob("rank*.json"), key=lambda p: (int(p.stem[4:]) != first, int(p.stem[4:])))
+        for path in paths:  # a rank's own failed record: the cell's error, with its traceback
             record = json.loads(path.read_text(encoding="utf-8"))
             record["error"]["rank"] = int(path.stem[4:])
             break

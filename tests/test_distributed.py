@@ -128,7 +128,7 @@ def _rank_sweep(tmp_path, hparams: str, *args: str):
                       f"gpus_per_cell: 2\nhparams: {{rankprobe: {hparams}}}\n")
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(grid), "--results", str(tmp_path / "res"), *args],
                           env={**os.environ, **PLUGIN_ENV}, capture_output=True, text=True, timeout=300)
-    return proc, ResultStore(tmp_path / "res" / "rk").records()
+    return proc, list(ResultStore(tmp_path / "res" / "rk").records())
 
 
 @pytest.mark.slow

@@ -113,7 +113,7 @@ def optimizer(encoder, head, trainable: list, hp: dict[str, Any]):
             raise BobError(f"layer_decay={hp['layer_decay']}: the encoder ({type(encoder).__name__}) has no timm group_matcher; use layer_decay: null")
         skip = encoder.no_weight_decay() if hasattr(encoder, "no_weight_decay") else ()
         groups = param_groups_layer_decay(encoder, weight_decay=wd, no_weight_decay_list=skip, layer_decay=float(hp["layer_decay"]))
-        groups += param_groups_weight_decay(head, weight_decay=wd)
+        groups += [{**g, "lr_scale": 1.0} for g in param_groups_weight_decay(head, weight_decay=wd)]
         wanted = {id(p) for p in trainable}
         groups = [{**g, "params": [p for p in g["params"] if id(p) in wanted]} for g in groups]
         groups = [g for g in groups if g["params"]]
