@@ -265,8 +265,10 @@ def launch_cell(spec, store, procs: int, nodes: int = 1, *, device: str | None =
         record = results[0]
     except Exception as exc:
         record = None
-        first = exc.get_first_failure()[0] if hasattr(exc, "get_first_failure") else None  # the rank that failed first caused it
-        paths = sorted(Path(side).glob("rank*.json"), key=lambda p: (int(p.stem[4:]) != first, int(p.stem[4:])))
+        failures = getattr(exc, "failures", None) or {}
+        killed = [r for r, f in failures.items() if f.exitcode is not None and f.exitcode < 0]  # died by a signal: the cause
+        first = exc.get_first_failure()[0] if hasattr(exc, "get_first_failure") else None  # else the rank that failed first
+        paths = [] if killed else sorted(Path(side).glob("rank*.json"), key=lambda p: (int(p.stem[4:]) != first, int(p.stem[4:])))
         for path in paths:  # a rank's own failed record: the cell's error, with its traceback
             record = json.loads(path.read_text(encoding="utf-8"))
             record["error"]["rank"] = int(path.stem[4:])
@@ -283,7 +285,7 @@ def launch_cell(spec, store, procs: int, nodes: int = 1, *, device: str | None =
 
 def _failure_message(exc: BaseException) -> str:
     failures = getattr(exc, "failures", None) or {}
-    for rank, failure in sorted(failures.items()):
+    for rank, failure in sorted(failures.items(), key=lambda kv: (not (kv[1].exitcode or 0) < 0, kv[0])):
         return f"rank {rank} failed (exit code {failure.exitcode}{', ' + failure.signal_name() if failure.exitcode < 0 else ''}): {str(failure.message)[:300]}"
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
