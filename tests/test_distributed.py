@@ -164,3 +164,24 @@ def test_bad_distributed_input_is_one_line_before_any_cell_runs(tmp_path, monkey
     out = CliRunner().invoke(main, ["sweep", str(grid), "--results", "res"])
     assert out.exit_code != 0 and "'gpus_per_cell' must be a positive integer" in out.output
     assert not (tmp_path / "res" / "bad").exists() or not list((tmp_path / "res" / "bad").glob("*.json"))
+
+
+@pytest.mark.slow
+def test_sharded_extraction_writes_the_features_one_process_extracts(tmp_path, monkeypatch):
+    """Acceptance 1: under 2 ranks each extracts its share, rank 0 writes the one cache entry, equal to
+    the single-process entry; the kNN metric on it is the same."""
+    monkeypatch.chdir(tmp_path)
+    root = make_list_file_dataset(tmp_path / "data", {"train800": 5, "val200": 2, "test": 3})
+    grid = write_grid(tmp_path / "g.yaml", f"name: ex\nbackbones: [timm:vit_tiny_patch16_224.augreg_in21k]\nweights: random\nmethods: [knn]\n"
+                      f"tasks: ['folder:{root}']\nhparams: {{all: {{img_size: 32, batch_size: 4}}}}\n")
+    for name, extra in (("one", []), ("two", ["--gpus-per-cell", "2"])):
+        out = CliRunner().invoke(main, ["sweep", str(grid), "--results", name, "--cache-dir", f"cache_{name}", *extra])
+        assert out.exit_code == 0, out.output
+    entries = {name: sorted(p for p in (tmp_path / f"cache_{name}").glob("*.npy") if not p.name.endswith(".labels.npy")) for name in ("one", "two")}
+    assert len(entries["one"]) == len(entries["two"]) >= 2 and [p.name for p in entries["one"]] == [p.name for p in entries["two"]]
+    for a, b in zip(entries["one"], entries["two"]):
+        assert np.allclose(np.load(a), np.load(b), atol=1e-5)
+        assert np.array_equal(np.load(a.with_suffix(".labels.npy")), np.load(b.with_suffix(".labels.npy")))
+        assert json.loads(b.with_suffix(".json").read_text())["world_size"] == 2
+    one, two = _records(tmp_path / "one" / "ex")["knn"], _records(tmp_path / "two" / "ex")["knn"]
+    assert one["status"] == two["status"] == "ok" and one["metrics"] == two["metrics"] and two["distributed"]["world_size"] == 2
