@@ -264,11 +264,18 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     elif executor == "slurm":
         from .executors.slurm import SlurmOptions, parse_time, remember_specs, submit, wait_and_reconcile
 
+        if nodes > 1:
+            raise BobError(f"nodes_per_cell={nodes}: a cell spans one node for now (its ranks start under torch.distributed's launcher "
+                           "inside one array task); use gpus_per_cell up to a node's GPUs")
+        if procs > 1:  # the array task holds the whole cell: a CPU per rank at least, a GPU per rank when GPUs are asked for
+            cpus_per_task = max(cpus_per_task, procs)
+            if gpus_per_task is not None and gpus_per_task < procs:
+                raise BobError(f"--gpus-per-cell {procs} is more than --gpus-per-task {gpus_per_task} gives each array task; raise --gpus-per-task")
         opts = SlurmOptions(partition=partition, time_min=parse_time(time_limit), cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
                             mem=mem, array_parallelism=array_parallelism, account=account, qos=qos, chunk_size=chunk_size,
                             timeout_requeues=timeout_requeues, sbatch=_parse_kv(sbatch_opts, "--sbatch"))
         remember_specs(plan.store, plan.to_run)
-        manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, **common)
+        manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, procs_per_cell=procs, **common)
         save_plan(plan)  # only once sbatch accepted the array: a refused submission leaves nothing behind
         click.echo(f"submitted SLURM array {manifest['array_job_id']}: {len(manifest['tasks'])} tasks x <= {chunk_size} cells; logs in {plan.store.folder / '.slurm'}")
         if not wait:
