@@ -250,7 +250,7 @@ def launch_cell(spec, store, procs: int, nodes: int = 1, *, device: str | None =
     import tempfile
     import uuid
 
-    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from .runner import failed_record, store_record
@@ -263,6 +263,8 @@ def launch_cell(spec, store, procs: int, nodes: int = 1, *, device: str | None =
     try:
         results = elastic_launch(config, _entry)(spec.as_dict(), str(store.folder) if store is not None else None, kwargs, side)
         record = results[0]
+    except SignalException:  # the launcher itself was told to stop (SLURM preempting or requeueing the task): no record, the cell resumes
+        raise
     except Exception as exc:
         record = None
         failures = getattr(exc, "failures", None) or {}

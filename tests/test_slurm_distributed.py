@@ -46,6 +46,8 @@ def test_requeued_two_rank_finetune_resumes_from_its_checkpoint(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt_dir, deadline = store.folder / ".checkpoints", time.time() + 400
     while time.time() < deadline:
+        if sweep.poll() is not None:
+            pytest.fail(f"the sweep ended before its second checkpoint: {sweep.communicate()[0][-3000:]}")
         ckpts = list(ckpt_dir.glob("*.pt")) if ckpt_dir.exists() else []
         try:
             if ckpts and torch.load(ckpts[0], weights_only=False)["epoch"] >= 2:
