@@ -185,3 +185,21 @@ def test_sharded_extraction_writes_the_features_one_process_extracts(tmp_path, m
         assert json.loads(b.with_suffix(".json").read_text())["world_size"] == 2
     one, two = _records(tmp_path / "one" / "ex")["knn"], _records(tmp_path / "two" / "ex")["knn"]
     assert one["status"] == two["status"] == "ok" and one["metrics"] == two["metrics"] and two["distributed"]["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_a_detection_cell_trains_under_two_ranks_and_writes_one_record(tmp_path, monkeypatch):
+    from .test_detection import make_mini_lvis
+
+    monkeypatch.chdir(tmp_path)
+    train, val, images = make_mini_lvis(tmp_path, n_train=8, n_val=4)
+    grid = write_grid(tmp_path / "g.yaml", f"name: det\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [detector]\n"
+                      f"tasks: ['lvis:{val}@{images}?train={train}']\ngpus_per_cell: 2\n"
+                      "hparams:\n  detector: {img_size: 64, epochs: 2, batch_size: 4, fpn_channels: 16, box_head_dim: 32, rois_per_image: 16, proposals: 50}\n")
+    out = CliRunner().invoke(main, ["sweep", str(grid), "--results", "res"])
+    assert out.exit_code == 0, out.output
+    (record,) = ResultStore(tmp_path / "res" / "det").records()
+    assert record["status"] == "ok", record["error"]
+    assert record["distributed"]["world_size"] == 2 and record["distributed"]["per_device_batch"] == 2 and "AP" in record["metrics"]
+    assert len(record["curves"]["train"]) == 2
+    assert [p.name for p in (tmp_path / "res" / "det").glob("*.json") if not p.name.startswith(".")] == [f"{record['id']}.json"]
