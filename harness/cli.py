@@ -220,9 +220,12 @@ def _parse_kv(pairs, flag) -> dict[str, str]:
 @click.option("--max-cells", type=int, help="refuse grids with more cells than this (default: the grid's max_cells, else 100000)")
 @click.option("--wandb", "wandb_target", metavar="PROJECT[/ENTITY]", help="one wandb run per cell (group = sweep); with --publish also a summary run")
 @click.option("--deterministic", is_flag=True, help="run every cell in deterministic mode (as the grid key deterministic: true; part of each cell id)")
+@click.option("--gpus-per-cell", "--procs-per-cell", "gpus_per_cell", type=int,
+              help="processes per cell under torch.distributed (one per GPU on CUDA; gloo processes on CPU); default: the grid's gpus_per_cell, else 1")
+@click.option("--nodes-per-cell", type=int, help="nodes per cell (slurm); default: the grid's nodes_per_cell, else 1")
 def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, executor, workers, gpus, partition, time_limit, cpus_per_task, gpus_per_task, mem,
           array_parallelism, account, qos, sbatch_opts, chunk_size, timeout_requeues, wait, follow, data_root, data_paths, cache_dir, device,
-          publish_name, max_cells, wandb_target, deterministic):
+          publish_name, max_cells, wandb_target, deterministic=False, gpus_per_cell=None, nodes_per_cell=None):
     """Expand GRID_FILE into cells and run those not done yet (locally or as SLURM job arrays)."""
     import time as _time
 
@@ -239,6 +242,17 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     grid.data_paths = {**grid.data_paths, **_parse_data_paths(data_paths)}
     grid.deterministic = grid.deterministic or deterministic
     plan = plan_sweep(grid, results_root, retry_failed, retry_fallbacks)
+    procs, nodes = gpus_per_cell or grid.gpus_per_cell, nodes_per_cell or grid.nodes_per_cell
+    if procs * nodes > 1 or gpus_per_cell is not None:  # bad input fails here, before any cell runs
+        from .distributed import check_cells, check_procs
+
+        if executor == "local":
+            if workers > 1 and procs > 1:
+                raise BobError(f"--workers {workers} with --gpus-per-cell {procs}: run distributed cells one at a time (--workers 1)")
+            if nodes > 1:
+                raise BobError(f"nodes_per_cell={nodes} needs --executor slurm; locally a cell runs on one node")
+            check_procs(procs, device, "--gpus-per-cell" if gpus_per_cell else f"{grid_file}: gpus_per_cell")
+        check_cells(plan.to_run, procs * nodes)
     click.echo(plan.describe())
     if dry_run:
         for spec in plan.to_run:
@@ -258,11 +272,18 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
     elif executor == "slurm":
         from .executors.slurm import SlurmOptions, parse_time, remember_specs, submit, wait_and_reconcile
 
+        if nodes > 1:
+            raise BobError(f"nodes_per_cell={nodes}: a cell spans one node for now (its ranks start under torch.distributed's launcher "
+                           "inside one array task); use gpus_per_cell up to a node's GPUs")
+        if procs > 1:  # the array task holds the whole cell: a CPU per rank at least, a GPU per rank when GPUs are asked for
+            cpus_per_task = max(cpus_per_task, procs)
+            if gpus_per_task is not None and gpus_per_task < procs:
+                raise BobError(f"--gpus-per-cell {procs} is more than --gpus-per-task {gpus_per_task} gives each array task; raise --gpus-per-task")
         opts = SlurmOptions(partition=partition, time_min=parse_time(time_limit), cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
                             mem=mem, array_parallelism=array_parallelism, account=account, qos=qos, chunk_size=chunk_size,
                             timeout_requeues=timeout_requeues, sbatch=_parse_kv(sbatch_opts, "--sbatch"))
         remember_specs(plan.store, plan.to_run)
-        manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, **common)
+        manifest = submit(plan.to_run, plan.store, opts, since, wandb_target=wandb_target, procs_per_cell=procs, **common)
         save_plan(plan)  # only once sbatch accepted the array: a refused submission leaves nothing behind
         click.echo(f"submitted SLURM array {manifest['array_job_id']}: {len(manifest['tasks'])} tasks x <= {chunk_size} cells; logs in {plan.store.folder / '.slurm'}")
         if not wait:
@@ -281,7 +302,7 @@ def sweep(grid_file, results_root, dry_run, retry_failed, retry_fallbacks, execu
             run_workers(workers, gpus.split(",") if gpus else None, spec_dicts=specs, store_folder=str(plan.store.folder), since=since,
                         device=device, wandb_target=wandb_target, **common)
         else:
-            run_worker(specs, str(plan.store.folder), since, device=device, wandb_target=wandb_target, **common)
+            run_worker(specs, str(plan.store.folder), since, device=device, wandb_target=wandb_target, procs_per_cell=procs, **common)
     if plan.to_run:
         from .executors.worker import finished_since
 

@@ -93,9 +93,10 @@ _DECODED: dict[str, Any] = {}  # (samples, preprocess) -> stacked image tensor, 
 
 
 def extract_features(backbone, dataset, batch_size: int, device: str, num_workers: int = 0, desc: str = "extract",
-                     options: ExtractOptions | None = None, out_path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     options: ExtractOptions | None = None, out_path: Path | None = None, shard: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run the frozen backbone over ``dataset`` once (eval mode, no grad): float32 features (streamed
-    to ``out_path`` when given) and int64 labels."""
+    to ``out_path`` when given) and int64 labels. ``shard=(rank, world)``: only this rank's
+    contiguous share of the samples (a distributed cell gathers the shares in order)."""
     import contextlib
 
     import torch
@@ -111,6 +112,11 @@ def extract_features(backbone, dataset, batch_size: int, device: str, num_worker
     reuse_key = canonical_json({"samples": dataset.identity(), "pre": backbone.preprocess.as_dict()}) if opts.reuse_decoded else None
     if reuse_key is not None and reuse_key in _DECODED:
         source = _DECODED[reuse_key]
+    if shard is not None:
+        from torch.utils.data import Subset
+
+        rank, size = shard
+        source, reuse_key = Subset(source, range(rank * len(source) // size, (rank + 1) * len(source) // size)), None
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=opts.workers, pin_memory=opts.pin_memory,
                         prefetch_factor=opts.prefetch if opts.workers else None)
     sink, labels, i = _FeatureSink(len(source), out_path), np.empty(len(source), np.int64), 0
@@ -282,6 +288,10 @@ def split_features(backbone, task, split: str, ctx, batch_size: int = 64) -> tup
         backbone.feature_dim = backbone.feature_dim or int(feats.shape[1])
         return feats, labels
     cache.misses += 1
+    from .distributed import world
+
+    if world().size > 1:
+        return _extract_sharded(backbone, task, split, dataset, batch_size, ctx, options, key)
     t0 = time.perf_counter()
     staged = cache.staging_path(key)
     try:
@@ -301,4 +311,32 @@ def split_features(backbone, task, split: str, ctx, batch_size: int = 64) -> tup
         raise BobError(f"{backbone.name} produced {bad} NaN/inf feature values on {task.name}:{split}; check the weights and the input resolution")
     measured = {k: backbone.meta.get(k) for k in ("params_m", "gflops", "measured_at")}
     cache.commit(key, staged, feats, labels, {"backbone_meta": measured, "n": len(labels)})
+    return feats, labels
+
+
+def _extract_sharded(backbone, task, split: str, dataset, batch_size: int, ctx, options: ExtractOptions, key: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A distributed cell's extraction: each rank runs its contiguous share, the shares are gathered in
+    rank order (the same array one process extracts), and rank 0 alone writes the one cache entry."""
+    import torch.distributed as dist
+
+    from .distributed import barrier, world
+
+    w = world()
+    t0 = time.perf_counter()
+    part = extract_features(backbone, dataset, batch_size, ctx.device, desc=f"extract {split} [{w.rank}/{w.size}]", options=options, shard=(w.rank, w.size))
+    shares: list = [None] * w.size
+    dist.all_gather_object(shares, (np.asarray(part[0]), np.asarray(part[1])))
+    feats = np.concatenate([np.asarray(f, np.float32) for f, l in shares if len(l)])
+    labels = np.concatenate([l for _, l in shares])
+    ctx.add_time("extract", time.perf_counter() - t0)
+    if not np.isfinite(feats).all():
+        from .errors import BobError
+
+        raise BobError(f"{backbone.name} produced NaN/inf feature values on {task.name}:{split}; check the weights and the input resolution")
+    meta = {"backbone_meta": {k: backbone.meta.get(k) for k in ("params_m", "gflops", "measured_at")}, "n": len(labels), "world_size": w.size}
+    if w.main:
+        ctx.feature_cache.commit(key, None, feats, labels, meta)
+    else:
+        ctx.feature_cache._remember(key, (feats, labels, meta))
+    barrier()  # the entry exists before any rank moves on
     return feats, labels

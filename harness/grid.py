@@ -28,7 +28,8 @@ from typing import Any
 from .errors import BobError, did_you_mean
 from .spec import RunSpec
 
-GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells", "deterministic", "compress")
+GRID_KEYS = ("name", "backbones", "weights", "methods", "tasks", "seeds", "hparams", "exclude", "include", "data_root", "data_paths", "max_cells", "deterministic", "compress",
+             "gpus_per_cell", "nodes_per_cell")
 DEFAULT_MAX_CELLS = 100_000  # a grid above this is refused before expansion; raise it with max_cells: or --max-cells
 MAX_GRID_VALUES = 100_000  # values in a grid file once YAML aliases are expanded (a billion-laughs file stops here)
 MAX_GRID_BYTES = 1_000_000
@@ -52,6 +53,8 @@ class Grid:
     max_cells: int = DEFAULT_MAX_CELLS
     deterministic: bool = False  # every cell in deterministic mode (harness.determinism); part of each cell's id
     compress: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # canonical entries; {} = dense
+    gpus_per_cell: int = 1  # processes of one cell (GPUs on CUDA, gloo processes on CPU); world size = this x nodes_per_cell
+    nodes_per_cell: int = 1
 
 
 @dataclass
@@ -131,6 +134,10 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
     max_cells = data.get("max_cells", DEFAULT_MAX_CELLS)
     if not isinstance(max_cells, int) or isinstance(max_cells, bool) or max_cells < 1:
         raise _fail(source, f"'max_cells' must be a positive integer, got {max_cells!r}")
+    for key in ("gpus_per_cell", "nodes_per_cell"):
+        value = data.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(source, f"'{key}' must be a positive integer, got {value!r}")
     hparams = coerce_numbers(data.get("hparams") or {})
     if not isinstance(hparams, dict):
         raise _fail(source, f"'hparams' must map method names to {{hyper-parameter: value or list}}, got {hparams!r}")
@@ -186,6 +193,8 @@ def parse_grid(data: Any, source: str = "<grid>") -> Grid:
         max_cells=max_cells,
         deterministic=deterministic,
         compress=compress,
+        gpus_per_cell=data.get("gpus_per_cell", 1),
+        nodes_per_cell=data.get("nodes_per_cell", 1),
     )
 
 

@@ -88,8 +88,10 @@ def run_cell(
     log: Callable[[str], None] = print,
     logger_factory: Callable[[RunSpec], Any] | None = None,
     extra: dict[str, Any] | None = None,
+    write_record: bool = True,
 ) -> dict[str, Any]:
-    """Run one cell and write its record (atomically) when ``store`` is given."""
+    """Run one cell and write its record (atomically) when ``store`` is given (``write_record=False``:
+    rank 0 of a distributed cell, whose launcher writes the record once every rank finished)."""
     from .determinism import deterministic_mode, reproducibility
     from .environment import default_device, environment
     from .features import FeatureCache
@@ -98,27 +100,7 @@ def run_cell(
     from .types import RunContext
 
     started, t0 = now_iso(), time.perf_counter()
-    record: dict[str, Any] = {
-        "schema": RECORD_SCHEMA,
-        "id": spec.id,
-        "sweep": store.sweep if store else None,
-        "status": "failed",
-        "spec": spec.as_dict(),
-        **{k: v for k, v in spec.as_dict().items() if k != "hparams"},
-        "hparams": None,
-        "metrics": {},
-        "primary_metric": None,
-        "backbone_meta": {},
-        "task_meta": {},
-        "preprocess": None,
-        "protocol": {},
-        "curves": {},
-        "timing": {},
-        "environment": {},
-        "error": None,
-        "started": started,
-        **(extra or {}),
-    }
+    record = _skeleton(spec, store, started, extra)
     logger = None
     settings = contextlib.ExitStack()  # deterministic mode for this cell only (restored in finally)
     try:
@@ -129,7 +111,7 @@ def run_cell(
         if reason:
             record["status"] = "skipped"
             record["error"] = {"type": "Unsupported", "message": reason, "traceback": None}
-            return _finish(record, store, t0)
+            return _finish(record, store, t0, write_record)
         method = METHODS.get(spec.method).factory()
         hparams = method.resolve_hparams(spec.hparams)
         task_entry = TASKS.get(spec.task)
@@ -191,6 +173,8 @@ def run_cell(
             record["adaptation"] = result.adaptation
         if result.preprocess:  # the method ran its own eval transform (pretrained_head: the model's pretrained config)
             record["preprocess"] = result.preprocess
+        if ctx.distributed or _world_size() > 1:  # how the cell was spread: world size, per-device batch, accumulation
+            record["distributed"] = {"world_size": _world_size(), **ctx.distributed}
         if result.artifacts and store is not None:  # beside the record, written before it: a record never names a missing file
             record["artifacts"] = {name: str(store.write_artifact(spec.id, name, value)) for name, value in result.artifacts.items()}
         record["timing"].update({f"{k}_s": round(v, 3) for k, v in ctx.timings.items()})
@@ -199,7 +183,7 @@ def run_cell(
             from .compress.backbone import compression_record
 
             record["compression"] = compression_record(backbone, spec)
-        if checkpoint_dir is not None:  # finished: the resume points are no longer needed
+        if checkpoint_dir is not None and _rank() == 0:  # finished: the resume points are no longer needed (rank 0 removes them)
             for ckpt in Path(checkpoint_dir).glob(f"{spec.id}-*.pt"):
                 ckpt.unlink(missing_ok=True)
     except BobError as exc:
@@ -216,7 +200,54 @@ def run_cell(
                 log(f"warning: logger failed for {spec.id}: {exc}")
     if record["status"] == "failed" and not record["backbone_meta"]:
         record["backbone_meta"] = dict(BACKBONES.get(spec.backbone).meta) if spec.backbone in BACKBONES else {}
-    return _finish(record, store, t0)
+    return _finish(record, store, t0, write_record)
+
+
+def _world_size() -> int:
+    from .distributed import world
+
+    return world().size
+
+
+def _rank() -> int:
+    from .distributed import world
+
+    return world().rank
+
+
+def _skeleton(spec: RunSpec, store: ResultStore | None, started: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema": RECORD_SCHEMA,
+        "id": spec.id,
+        "sweep": store.sweep if store else None,
+        "status": "failed",
+        "spec": spec.as_dict(),
+        **{k: v for k, v in spec.as_dict().items() if k != "hparams"},
+        "hparams": None,
+        "metrics": {},
+        "primary_metric": None,
+        "backbone_meta": {},
+        "task_meta": {},
+        "preprocess": None,
+        "protocol": {},
+        "curves": {},
+        "timing": {},
+        "environment": {},
+        "error": None,
+        "started": started,
+        **(extra or {}),
+    }
+    return record
+
+
+def failed_record(spec: RunSpec, store: ResultStore | None, kind: str, message: str, trace: str | None) -> dict[str, Any]:
+    """The record of a cell that died outside ``run_cell`` (a distributed rank killed or crashed)."""
+    record = _skeleton(spec, store, now_iso(), None)
+    record["error"] = {"type": kind, "message": message, "traceback": trace}
+    record["backbone_meta"] = dict(BACKBONES.get(spec.backbone).meta) if spec.backbone in BACKBONES else {}
+    record["timing"]["wall_s"] = None
+    record["created"] = now_iso()
+    return record
 
 
 def _public_meta(backbone) -> dict[str, Any]:
@@ -224,9 +255,14 @@ def _public_meta(backbone) -> dict[str, Any]:
     return {k: v for k, v in backbone.meta.items() if not k.startswith("_")} | {"name": backbone.name, "feature_dim": getattr(backbone, "feature_dim", None)}
 
 
-def _finish(record: dict[str, Any], store: ResultStore | None, t0: float) -> dict[str, Any]:
+def _finish(record: dict[str, Any], store: ResultStore | None, t0: float, write: bool = True) -> dict[str, Any]:
     record["timing"]["wall_s"] = round(time.perf_counter() - t0, 3)
     record["created"] = now_iso()
+    return store_record(record, store) if write else record
+
+
+def store_record(record: dict[str, Any], store: ResultStore | None) -> dict[str, Any]:
+    """The record into the store, atomically (nothing when ``store`` is None)."""
     if store is not None:
         record["path"] = str(store.path_for(record["id"]))
         try:

@@ -208,6 +208,7 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     log: Callable[[str], None] = print
     on_metrics: Callable[[dict[str, float], int | None], None] | None = None
+    distributed: dict[str, Any] = field(default_factory=dict)  # fit() notes world size, per-device batch, accumulation
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds

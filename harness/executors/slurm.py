@@ -59,7 +59,7 @@ def parse_time(text: str) -> int:
 class CellChunk:
     """What one array task runs; requeued (same arguments) on preemption and time-out."""
 
-    def __call__(self, spec_dicts, store_folder, since, data_root, data_paths, cache_dir, wandb_target):
+    def __call__(self, spec_dicts, store_folder, since, data_root, data_paths, cache_dir, wandb_target, procs_per_cell=1):
         from .worker import limit_threads_to_allocation, run_worker
 
         limit_threads_to_allocation()
@@ -71,7 +71,10 @@ class CellChunk:
             log_path = str(submitit.JobEnvironment().paths.stdout)
         except Exception:
             pass
-        records = run_worker(spec_dicts, store_folder, since, data_root, data_paths, cache_dir, None, wandb_target, log_path)
+        # a distributed cell: this array task holds the cell's whole allocation and starts its ranks with
+        # torch.distributed's launcher (one node); a requeued task resumes from rank 0's checkpoint
+        records = run_worker(spec_dicts, store_folder, since, data_root, data_paths, cache_dir, None, wandb_target, log_path,
+                             procs_per_cell=procs_per_cell)
         return [r["id"] for r in records]
 
     def checkpoint(self, *args, **kwargs):
@@ -107,7 +110,7 @@ def _executor(store: ResultStore, opts: SlurmOptions):
 
 
 def submit(cells: list[RunSpec], store: ResultStore, opts: SlurmOptions, since: float, data_root=None, data_paths=None,
-           cache_dir=None, wandb_target=None) -> dict[str, Any]:
+           cache_dir=None, wandb_target=None, procs_per_cell: int = 1) -> dict[str, Any]:
     """Submit one job array; returns the submission manifest (also appended to .slurm/submissions.jsonl)."""
     if not cells:
         return {}
@@ -121,7 +124,7 @@ def submit(cells: list[RunSpec], store: ResultStore, opts: SlurmOptions, since: 
     with captured_stderr() as sbatch_stderr:
         try:
             jobs = executor.map_array(CellChunk(), args, [folder] * n, [since] * n, [data_root] * n, [data_paths or {}] * n,
-                                      [str(cache_dir) if cache_dir else None] * n, [wandb_target] * n)
+                                      [str(cache_dir) if cache_dir else None] * n, [wandb_target] * n, [int(procs_per_cell)] * n)
         except Exception as exc:  # CalledProcessError or submitit's own wrapper around it
             error = exc
         else:

@@ -53,8 +53,12 @@ def run_worker(
     log_path: str | None = None,
     progress_desc: str | None = None,
     log: Callable[[str], None] = print,
+    procs_per_cell: int = 1,
+    nodes_per_cell: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run the cells this worker can claim; returns the records it wrote."""
+    """Run the cells this worker can claim; returns the records it wrote. ``procs_per_cell`` > 1:
+    each cell runs on that many processes through torch.distributed's launcher (GPUs on CUDA,
+    gloo processes on CPU) and rank 0's record is written once every rank finished."""
     from ..features import FeatureCache
     from ..progress import progress
     from ..runner import run_cell
@@ -74,7 +78,14 @@ def run_worker(
             if finished_since(store, spec.id, since):  # finished between our check and our claim
                 continue
             with claims.heartbeat(spec.id):
-                record = run_cell(spec, store, data_root=data_root, data_paths=data_paths, feature_cache=cache,
+                if procs_per_cell * nodes_per_cell > 1:
+                    from ..distributed import launch_cell
+
+                    record = launch_cell(spec, store, procs_per_cell, nodes_per_cell, device=device, data_root=data_root, data_paths=data_paths,
+                                         feature_cache=FeatureCache(cache.folder), checkpoint_dir=store.folder / ".checkpoints", log=log,
+                                         extra={"log": log_path} if log_path else None)
+                else:
+                    record = run_cell(spec, store, data_root=data_root, data_paths=data_paths, feature_cache=cache,
                                   checkpoint_dir=store.folder / ".checkpoints", device=device, log=log, logger_factory=logger_factory,
                                   extra={"log": log_path} if log_path else None)
         except RecordWriteError as exc:

@@ -157,7 +157,7 @@ class Detector(Method):
     description = "Faster R-CNN / Mask R-CNN over any timm or open_clip backbone (FPN, or ViTDet's simple pyramid for plain ViTs)"
     defaults = {"epochs": 12, "lr": 1e-4, "wd": 1e-4, "warmup_epochs": 1.0, "batch_size": 8, "optimizer": "adamw", "amp": "auto", "compile": False,
                 "grad_clip": 10.0, "freeze": "none", "masks": False, "augment": True, "fpn_channels": 256, "box_head_dim": 1024, "rois_per_image": 512, "proposals": 1000, "detections_per_image": 300,
-                "score_threshold": 0.001, "schedule": "cosine", "steps": None}
+                "score_threshold": 0.001, "schedule": "cosine", "steps": None, "accum_steps": 1, "sync_bn": False}
     search_space = {}
     choices = {"optimizer": OPTIMIZERS, "amp": AMP_MODES, "schedule": SCHEDULES}
     backbone_sources = ("timm", "openclip")  # backbones with forward_intermediates (the pyramid reads them)
