@@ -47,9 +47,9 @@ def _example(backbone, model, cfg):
     g = torch.Generator().manual_seed(0)
     if _is_lm(backbone):
         length = (cfg.get("calibration") or {}).get("seq_len", 128)
-        from backbones.hf_lm import context_length  # not backbone.max_length: that builds the model being built
-
-        length = min(length, context_length(model.config.to_dict()) or length)
+        conf = model.config.to_dict()  # not backbone.max_length: that builds the model being built
+        limit = next((conf[k] for k in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length") if conf.get(k)), None)
+        length = min(length, int(limit) if limit else length)
         return {"input_ids": torch.randint(0, int(model.config.vocab_size), (LATENCY_BATCH, length), generator=g)}
     size = backbone.preprocess.img_size
     return torch.randn(LATENCY_BATCH, 3, size, size, generator=g)

@@ -31,9 +31,7 @@ def meta_structure(backbone: str):
                 return timm.create_model(backbone.split(":", 1)[1].partition(".")[0], pretrained=False, num_classes=0)
             if source == "hf":
                 model_id = BACKBONES.get(backbone).meta.get("pretrained_tag")
-                from backbones.hf_lm import _transformers
-
-                transformers = _transformers()
+                import transformers  # the engine reaches plugins only through the loader: the library directly
                 cfg = transformers.AutoConfig.from_pretrained(model_id, local_files_only=True)
                 return transformers.AutoModelForCausalLM.from_config(cfg)
     except Exception:  # no local config (a hub model not cached yet): shapes are checked when the cell runs
