@@ -47,8 +47,14 @@ def plugin_env(tmp_path, monkeypatch):
     sys.path.remove(str(TESTS))
 
 
+ALLOCATION = {"allocation", "threads"}  # where the cell ran (SLURM job id, CPUs granted, thread counts), not what decides its number
+
+
 def comparable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in VOLATILE}
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    if "reproducibility" in out:
+        out["reproducibility"] = {k: v for k, v in out["reproducibility"].items() if k not in ALLOCATION}
+    return out
 
 
 @pytest.mark.slow

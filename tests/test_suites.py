@@ -54,7 +54,7 @@ def test_three_sources_through_the_full_protocol(tmp_path, suite_data):
         "tasks: [vtab1k/dtd, vtab1k/eurosat, vtab1k/clevr_count, fgvc/cub200]\n"
         f"data_root: {root}\n"
         f"data_paths: {{vtab1k/eurosat: 'hf:{hf}?image=img'}}\n"
-        "hparams:\n  all: {img_size: 16}\n  linear: {epochs: 10, search: {lr: [0.1, 0.001]}}\n"
+        "hparams:\n  all: {img_size: 16}\n  linear: {search: {C: [0.1, 10.0]}}\n"
         "  finetune: {epochs: 1, batch_size: 64, search: {lr: [1.0e-3, 1.0e-4]}}\n",
     )
     result = CliRunner().invoke(main, ["sweep", str(grid), "--results", "res"])
