@@ -133,12 +133,70 @@ class CausalLMBackbone(Backbone):
             self._tokenizer = self._load_tokenizer()
         return self._tokenizer
 
+    def shard(self, devices: list[str]) -> tuple[str, dict[str, Any]]:
+        """Place the model on ``devices`` and return (the device its inputs go to, how it was placed).
+
+        Why: a model larger than one GPU is still scored exactly on the cell's GPUs. With two or
+        more devices accelerate's balanced ``device_map`` puts whole blocks (the model's
+        ``_no_split_modules``) on each, and its hooks move activations between them: a pipeline
+        run in turn, not data parallelism, so the numbers equal one device's. The map is
+        returned for the record."""
+        if len(devices) < 2:
+            self.model.to(devices[0])
+            return devices[0], {"how": "one device", "devices": list(devices)}
+        from accelerate import dispatch_model
+
+        plan = plan_device_map(self.model, devices)
+        dispatch_model(self.model, device_map=plan)
+        first = _device_name(next(iter(plan.values())))
+        per_device: dict[str, int] = {}
+        for target in plan.values():
+            per_device[_device_name(target)] = per_device.get(_device_name(target), 0) + 1
+        return first, {"how": "accelerate device_map (balanced; whole blocks per device, run in turn)", "devices": list(devices),
+                       "modules_per_device": per_device, "device_map": {k: _device_name(v) for k, v in plan.items()}}
+
     def scorer(self, device: str, batch_size: int = 16, model=None, prefix_tokens: int = 0):
         """An ``LMScorer`` on this model (or on ``model``, e.g. its peft-wrapped copy)."""
         from harness.lm_scoring import LMScorer
 
         return LMScorer(model if model is not None else self.model, self.tokenizer, device, self.max_length,
                         batch_size=batch_size, prefix_tokens=prefix_tokens, name=self.name)
+
+
+def _device_key(device: str) -> int | str:
+    """accelerate's name of a device: a GPU is its index, the rest their type ('cpu', 'disk')."""
+    return int(device.split(":", 1)[1]) if device.startswith("cuda:") else ("cpu" if device == "cpu" else device)
+
+
+def _device_name(key: int | str) -> str:
+    return f"cuda:{key}" if isinstance(key, int) else str(key)
+
+
+def plan_device_map(model, devices: list[str], max_memory: dict[int | str, int | str] | None = None) -> dict[str, int | str]:
+    """accelerate's balanced placement of ``model`` over ``devices`` (module name -> device key).
+
+    The memory per device is what accelerate measures (``get_max_memory``) unless ``max_memory``
+    is given; ``get_balanced_memory`` spreads the blocks evenly instead of filling the first GPU."""
+    from accelerate.utils import get_balanced_memory, get_max_memory, infer_auto_device_map
+
+    keys = [_device_key(d) for d in devices]
+    if max_memory is None:
+        available = get_max_memory()
+        missing = [d for d, k in zip(devices, keys) if k not in available]
+        if missing:
+            raise BobError(f"cannot shard the model over {', '.join(devices)}: {', '.join(missing)} not visible here (CUDA_VISIBLE_DEVICES); "
+                           f"lower gpus_per_cell or ask for more GPUs")
+        max_memory = {k: available[k] for k in keys}
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    dtype = next(model.parameters()).dtype
+    balanced = get_balanced_memory(model, max_memory=dict(max_memory), no_split_module_classes=no_split, dtype=dtype,
+                                   low_zero=False)
+    plan = infer_auto_device_map(model, max_memory=balanced, no_split_module_classes=no_split, dtype=dtype)
+    outside = sorted({_device_name(v) for v in plan.values()} - set(devices))
+    if outside:
+        raise BobError(f"the model does not fit on {', '.join(devices)} (accelerate would put part of it on {', '.join(outside)}); "
+                       f"give the cell more GPUs (gpus_per_cell) or a smaller dtype (hf:<id>?dtype=bfloat16)")
+    return plan
 
 
 def _transformers():

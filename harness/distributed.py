@@ -190,6 +190,16 @@ def allocation(device: str | None) -> tuple[str, int]:
     return "CPU processes", os.cpu_count() or 1
 
 
+def shard_devices(procs: int, device: str | None) -> tuple[str, ...]:
+    """The devices a model-parallel cell (``Method.model_parallel``: one process, one model spread
+    over its GPUs) may use: ``cuda:0..procs-1`` of the allocation; on CPU the one ``cpu``."""
+    import torch
+
+    if (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda"):
+        return tuple(f"cuda:{i}" for i in range(int(procs)))
+    return ("cpu",)
+
+
 def check_procs(procs: int, device: str | None, source: str = "--gpus-per-cell") -> None:
     """A one-line error before any cell runs when the allocation cannot hold one cell."""
     from .errors import BobError

@@ -89,6 +89,7 @@ def run_cell(
     logger_factory: Callable[[RunSpec], Any] | None = None,
     extra: dict[str, Any] | None = None,
     write_record: bool = True,
+    shard_devices: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run one cell and write its record (atomically) when ``store`` is given (``write_record=False``:
     rank 0 of a distributed cell, whose launcher writes the record once every rank finished)."""
@@ -153,6 +154,7 @@ def run_cell(
             checkpoint_dir=checkpoint_dir,
             log=log,
             on_metrics=getattr(logger, "log_metrics", None),
+            shard_devices=tuple(shard_devices),
         )
         hits0, misses0 = ctx.feature_cache.hits, ctx.feature_cache.misses
         result = method.run(backbone, task, hparams, ctx)

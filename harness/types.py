@@ -209,6 +209,7 @@ class RunContext:
     log: Callable[[str], None] = print
     on_metrics: Callable[[dict[str, float], int | None], None] | None = None
     distributed: dict[str, Any] = field(default_factory=dict)  # fit() notes world size, per-device batch, accumulation
+    shard_devices: tuple[str, ...] = ()  # the devices one process may spread one model over (model-parallel methods)
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds

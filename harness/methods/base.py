@@ -32,6 +32,7 @@ class Method:
     name: str = ""
     kinds: tuple[str, ...] = ()
     frozen_backbone: bool = True
+    model_parallel: bool = False  # True: a cell with several GPUs runs in one process with the model spread over them (inference)
     defaults: dict[str, Any] = {}
     search_space: dict[str, list] = {}  # tuned on the tune split unless the user fixes the key
     description: str = ""

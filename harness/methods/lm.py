@@ -63,8 +63,16 @@ def _finish(res, protocol: dict, adaptation: dict | None = None, curves: dict | 
                         artifacts={"samples.json": res.samples} if res.samples else {}, metric_specs=dict(getattr(res, "metric_specs", {}) or {}))
 
 
-def _on_device(backbone, ctx) -> None:
+def _on_device(backbone, ctx) -> str:
+    """Put the model where the cell runs; a cell given several GPUs in one process (``ctx.shard_devices``)
+    spreads the model over them (``CausalLMBackbone.shard``) and the record says how. Returns the
+    device the inputs go to."""
+    if ctx.shard_devices:
+        first, how = backbone.shard(list(ctx.shard_devices))
+        ctx.distributed["model_sharding"] = how
+        return first
     backbone.model.to(ctx.device)
+    return ctx.device
 
 
 @register_method
@@ -74,15 +82,16 @@ class LMZeroShot(Method):
     description = "score the task with the language model as it is (log-likelihoods of choices / sentences)"
     defaults = dict(LM_COMMON)
     backbone_requires = REQUIRES
+    model_parallel = True  # several GPUs per cell hold one model (inference only): one process, no DDP
 
     def shots(self, hparams) -> int:
         return 0
 
     def run(self, backbone, task, hparams, ctx) -> MethodResult:
         k = self.shots(hparams)
-        _on_device(backbone, ctx)
+        device = _on_device(backbone, ctx)
         t0 = time.perf_counter()
-        res = task.evaluate(backbone.scorer(ctx.device, hparams["batch_size"]), hparams, ctx, fewshot=k)
+        res = task.evaluate(backbone.scorer(device, hparams["batch_size"]), hparams, ctx, fewshot=k)
         ctx.add_time("eval", time.perf_counter() - t0)
         protocol = {"selected_on": None, "adaptation": f"{k}-shot in context" if k else "none"}
         return _finish(res, {**protocol, "fewshot_seed": ctx.seed} if k else protocol)
