@@ -60,7 +60,7 @@ def tiny_lm(tmp_path_factory):
     return root, float(loss)
 
 
-def test_gptq_beats_rtn_at_4_bits_and_rtn8_matches_dense(tiny_lm, tmp_path):
+def test_perplexity_of_dense_rtn_and_gptq_cells_and_their_pairing(tiny_lm, tmp_path):
     from harness.compress.board import pairing_rows
     from harness.runner import run_cell
 
@@ -80,9 +80,12 @@ def test_gptq_beats_rtn_at_4_bits_and_rtn8_matches_dense(tiny_lm, tmp_path):
     assert records["dense"]["primary_metric"]["name"] == "word_perplexity" and records["dense"]["primary_metric"]["direction"] == "lower"
     assert abs(ppl["rtn8"] - ppl["dense"]) / ppl["dense"] < 0.01, ppl
     print("token perplexity", ppl)
-    assert ppl["gptq4"] < ppl["rtn4"], ppl
+    # At 4 bits (one group per row) this tiny model loses less than its own noise: RTN-4 lands within
+    # about 0.5 % of dense on either side, so the end-to-end order of GPTQ-4 and RTN-4 is a coin flip
+    # here (GPTQ's 4-bit objective is checked layer by layer below). 3 bits hurts clearly, and GPTQ recovers most of it.
+    assert ppl["rtn3"] > ppl["dense"] * 1.005, ppl
     assert ppl["gptq3"] < ppl["rtn3"], ppl
-    assert ppl["rtn4"] > ppl["dense"]
+    assert abs(ppl["gptq4"] - ppl["dense"]) / ppl["dense"] < 0.01 and abs(ppl["rtn4"] - ppl["dense"]) / ppl["dense"] < 0.01, ppl
     for name in ("rtn8", "rtn4", "gptq4"):
         comp = records[name]["compression"]
         assert comp["dense_twin_id"] == records["dense"]["id"] and comp["measured_bits"] == comp["nominal_bits"]
@@ -91,4 +94,36 @@ def test_gptq_beats_rtn_at_4_bits_and_rtn8_matches_dense(tiny_lm, tmp_path):
     rows = {r["compression"]: r for r in pairing_rows(list(records.values()))}
     dense_wp, gptq_wp = records["dense"]["metrics"]["word_perplexity"], records["gptq4"]["metrics"]["word_perplexity"]
     assert rows["gptq-w4"]["dense"] == round(dense_wp, 3) and rows["gptq-w4"]["drop"] == round(gptq_wp - dense_wp, 3)  # lower is better: + = worse
-    assert rows["rtn-w4"]["drop"] > 0
+    assert rows["rtn-w3"]["drop"] > 0
+
+
+def test_gptq_reconstructs_every_layer_of_the_tiny_lm_better_than_rtn(tiny_lm):
+    """GPTQ's own objective on this LM's layers and calibration windows: the output error
+    ||(W - Q) X||^2 = tr((W - Q) H (W - Q)^T) over the calibration inputs X is below RTN's for every
+    compressed layer, at 4 and at 3 bits (the property the perplexity table rests on)."""
+    import torch
+    import transformers
+
+    from harness.compress.algorithms import gptq, rtn
+    from harness.compress.apply import _collect
+    from harness.compress.calibration import text_calibration
+    from harness.compress.layers import target_layers, weight_2d
+
+    root, _ = tiny_lm
+    model = transformers.AutoModelForCausalLM.from_pretrained(root / "model").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(root / "model")
+    _, load = text_calibration(tok, {"text": str(root / "calib.txt"), "samples": 32, "seq_len": 64, "seed": 0})
+    inputs = load()
+    layers = target_layers(model)
+    assert len(layers) == 14  # q, k, v, o, gate, up, down in each of the 2 blocks (embeddings and head stay dense)
+    for name, layer in layers:
+        H, tokens = _collect(model, layer, lambda m: m(input_ids=inputs), "hessian")
+        assert tokens == 32 * 64
+        w = weight_2d(layer).detach().float()
+
+        def error(q):
+            d = (w - q).double()
+            return float(torch.trace(d @ H @ d.T))
+
+        for bits in (4, 3):
+            assert error(gptq(w, H, bits, None)["weight"]) < error(rtn(w, bits, None)["weight"]), (name, bits)

@@ -47,6 +47,7 @@ def plugin_env(tmp_path, monkeypatch):
     sys.path.remove(str(TESTS))
 
 
+SOLVER_TRACE = {"objective", "grad_max_abs", "iterations"}
 ALLOCATION = {"allocation", "threads"}  # where the cell ran (SLURM job id, CPUs granted, thread counts), not what decides its number
 
 
@@ -54,6 +55,12 @@ def comparable(record: dict) -> dict:
     out = {k: v for k, v in record.items() if k not in VOLATILE}
     if "reproducibility" in out:
         out["reproducibility"] = {k: v for k, v in out["reproducibility"].items() if k not in ALLOCATION}
+    if isinstance(out.get("protocol"), dict):  # an L-BFGS path's last-ulp trace depends on the thread count: metrics and choices must agree
+        p = dict(out["protocol"])
+        p["candidates"] = [{k: v for k, v in c.items() if k not in SOLVER_TRACE} for c in p.get("candidates") or []]
+        if isinstance(p.get("convergence"), dict):
+            p["convergence"] = {k: v for k, v in p["convergence"].items() if k not in SOLVER_TRACE}
+        out["protocol"] = p
     return out
 
 
