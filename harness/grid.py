@@ -11,7 +11,7 @@ seeds: [0, 1]
 hparams:                      # per method ("all" applies to every method); a list is swept
   all: {img_size: 32}
   finetune: {epochs: 8, lr: [1e-3, 3e-4]}
-  linear: {search: {lr: [0.1, 0.01], wd: [0, 1e-4]}}   # tuned inside the cell on val200
+  linear: {search: {C: [0.01, 0.1, 1, 10]}}   # tuned inside the cell on val200
 exclude:                      # rules: every key given must match (shell-style patterns allowed)
   - {method: finetune, backbone: "timm:vit_*"}
 ```

@@ -93,7 +93,7 @@ def _records(folder):
 def test_one_training_many_evaluations(tmp_path, forward_counter):
     grid = write_grid(tmp_path / "g.yaml",
                       f"name: sets\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [linear, knn, finetune, bitfit]\ntasks: ['{TASK}']\n"
-                      "hparams:\n  all: {img_size: 16}\n  linear: {epochs: 5, search: {lr: [0.1, 0.01]}}\n"
+                      "hparams:\n  all: {img_size: 16}\n  linear: {search: {C: [0.1, 1.0]}}\n"
                       "  finetune: {epochs: 1, batch_size: 64}\n  bitfit: {epochs: 1, batch_size: 64, search: null, lr: 0.01, wd: 0.0}\n")
     res = tmp_path / "res"
     out = CliRunner().invoke(main, ["sweep", str(grid), "--results", str(res)])

@@ -128,6 +128,7 @@ def test_lbfgs_probe_records_solver_chosen_c_and_convergence(digits_cell):
     ("{C_grid: [-1.0]}", "C=-1.0 must be a positive number"),
     ("{C: -0.5}", "C=-0.5 must be a positive number"),
     ("{solver: newton}", "solver='newton' does not exist; use one of lbfgs, sgd"),
+    ("{search: {lr: [0.1, 0.01]}}", "the lbfgs solver sweeps only C \\(given search over lr\\)"),
 ])
 def test_bad_linear_hparams_are_one_line_errors_at_expansion(tmp_path, hparams, message):
     from harness.grid import expand, load_grid

@@ -70,7 +70,7 @@ def test_24_cell_sweep_on_slurm_matches_local(tmp_path):
         tmp_path / "g.yaml",
         "name: s24\nbackbones: [timm:resnet18.a1_in1k, timm:vit_tiny_patch16_224.augreg_in21k]\nweights: random\n"
         "methods: [knn, linear]\ntasks: [digits, shapes/location]\nseeds: [0, 1, 2]\n"
-        "hparams:\n  all: {img_size: 16}\n  linear: {epochs: 5, lr: 0.01, wd: 0.0}\n",
+        "hparams:\n  all: {img_size: 16}\n  linear: {search: {C: [0.1, 1.0]}}\n",
     )
     local = CliRunner().invoke(main, ["sweep", str(grid), "--results", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "c1")])
     assert local.exit_code == 0, local.output

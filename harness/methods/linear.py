@@ -101,6 +101,10 @@ class LinearProbe(Method):
         """lr / wd belong to the sgd solver; the lbfgs solver sweeps C itself (warm-started path)."""
         grid = super().search_grid(given)
         if given.get("solver", self.defaults["solver"]) != "sgd":
+            explicit = sorted(set(given.get("search") or {}) & set(SGD_KEYS))
+            if explicit:  # a search the solver would silently skip
+                raise BobError(f"method 'linear': the lbfgs solver sweeps only C (given search over {', '.join(explicit)}); "
+                               f"use search: {{C: [...]}} or C_grid, or solver: sgd for the AdamW probe's lr / wd")
             grid = {k: v for k, v in grid.items() if k not in SGD_KEYS}
         return grid
 
