@@ -2,7 +2,7 @@
 # Install the test dependencies and run the whole test suite (slow and SLURM tests included),
 # then the CLI-latency benchmark. As root it also installs Chromium/ChromeDriver and SLURM from
 # Debian and starts a one-node SLURM cluster; otherwise those tests are skipped with the reason.
-# Tests run on two pytest-xdist workers. pytest's exit code 5 ("no tests collected") is a failure here.
+# pytest's exit code 5 ("no tests collected") is a failure here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev || exit 1
@@ -10,8 +10,7 @@ if [ "$(id -u)" = 0 ]; then
   bash scripts/install_system_deps.sh || echo "warning: system packages could not be installed" >&2
   bash scripts/start_slurm.sh || echo "warning: SLURM did not start; the SLURM tests will be skipped" >&2
 fi
-# Two workers (BOB_TEST_WORKERS): a module's tests and all SLURM tests each stay on one worker (tests/conftest.py).
-.venv/bin/python -m pytest -n "${BOB_TEST_WORKERS:-2}" --dist loadgroup "$@"
+.venv/bin/python -m pytest "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2

@@ -33,13 +33,3 @@ def write_grid(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (scripts/test.sh runs two workers with ``--dist loadgroup``) a module's
-    tests stay on one worker, so its module-scoped fixtures are built once, and every SLURM test
-    shares one worker: CI's cluster is one 2-CPU node, and two sweeps on it at once would queue."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -14,7 +14,7 @@ def test_finetune_random_init_cnn_on_digits(tmp_path):
     grid = write_grid(
         tmp_path / "g.yaml",
         "name: digits_ft\nbackbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [knn, linear, finetune]\ntasks: [digits]\n"
-        "hparams:\n  all: {img_size: 32}\n  finetune: {epochs: 4, lr: 1.0e-3}\n",
+        "hparams:\n  all: {img_size: 32}\n  finetune: {epochs: 4, lr: 1.0e-3}\n  linear: {search: {C: [0.1, 1.0]}}\n",
     )
     result = CliRunner().invoke(main, ["sweep", str(grid), "--results", "res", "--publish", "digits_ft"])
     assert result.exit_code == 0, result.output

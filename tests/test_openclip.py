@@ -273,6 +273,7 @@ seeds: [0]
 hparams:
   all: {{img_size: 32}}
   bitfit: {{epochs: 1}}
+  linear: {{search: {{C: [0.1, 1.0]}}}}
 """)
     out = run_bob("sweep", str(grid), "--results", str(tmp_path / "results"))
     assert out.returncode == 0, out.stdout + out.stderr

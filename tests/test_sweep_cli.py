@@ -20,7 +20,7 @@ def _grid(tmp_path, extra_task=""):
         "name: mini\n"
         "backbones: [timm:resnet18.a1_in1k]\nweights: auto\nmethods: [knn, linear]\n"
         f"tasks: [digits, shapes/location{extra_task}]\nseeds: [0, 1]\n"
-        "hparams:\n  all: {img_size: 16}\n  linear: {epochs: 5}\n",
+        "hparams:\n  all: {img_size: 16}\n  linear: {search: {C: [0.1, 1.0]}}\n",
     )
 
 
@@ -69,13 +69,13 @@ def test_sweep_records_rerun_and_failures(tmp_path):
 
 def test_run_aggregate_compact_publish(tmp_path):
     out = run_bob("run", "-b", "timm:resnet18.a1_in1k", "-m", "linear", "-t", "digits", "-w", "random",
-                  "--set", "img_size=16", "--set", "epochs=5", "--set", "search.lr=[0.1,0.01]", "--out", "res/one")
+                  "--set", "img_size=16", "--set", "search.C=[0.1,1.0]", "--out", "res/one")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok: top1=") and "random-init weights" in out.stdout
     assert "hyper-parameters chosen on val200" in out.stdout
     record_path = out.stdout.strip().splitlines()[-1].removeprefix("record: ")
     record = json.loads(open(record_path).read())
-    assert record["spec"]["hparams"] == {"img_size": 16, "epochs": 5, "search": {"lr": [0.1, 0.01]}}
+    assert record["spec"]["hparams"] == {"img_size": 16, "search": {"C": [0.1, 1.0]}}
 
     grid = _grid(tmp_path)
     assert CliRunner().invoke(main, ["sweep", str(grid), "--results", "res"]).exit_code == 0
