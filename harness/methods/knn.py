@@ -28,9 +28,9 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, nu
 
     if k > len(train_x):
         raise BobError(f"knn: k={k} is larger than the training set ({len(train_x)} images); set k <= {len(train_x)}")
-    train = torch.nn.functional.normalize(torch.as_tensor(np.asarray(train_x), dtype=torch.float32, device=device), dim=1, p=2)
-    test = torch.nn.functional.normalize(torch.as_tensor(np.asarray(test_x), dtype=torch.float32, device=device), dim=1, p=2)
-    labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long, device=device)
+    train = torch.nn.functional.normalize(torch.as_tensor(np.array(train_x, dtype=np.float32), device=device), dim=1, p=2)
+    test = torch.nn.functional.normalize(torch.as_tensor(np.array(test_x, dtype=np.float32), device=device), dim=1, p=2)
+    labels = torch.as_tensor(np.array(train_y, dtype=np.int64), device=device)
     preds = []
     for start in range(0, len(test), chunk):
         block = test[start : start + chunk]

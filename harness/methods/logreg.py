@@ -63,8 +63,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, init: L
     import torch
 
     tdtype = getattr(torch, dtype)
-    xt = torch.as_tensor(np.asarray(x), dtype=tdtype, device=device)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long, device=device)
+    xt = torch.as_tensor(np.array(x), dtype=tdtype, device=device)  # a copy: cached features are read-only memmaps
+    yt = torch.as_tensor(np.array(y, dtype=np.int64), device=device)
     n, d = xt.shape
     weight = torch.zeros(num_classes, d, dtype=tdtype, device=device)
     bias = torch.zeros(num_classes, dtype=tdtype, device=device)
@@ -97,7 +97,7 @@ def predict_logreg(fit: LogRegFit, x: np.ndarray, scores: bool = False) -> np.nd
     import torch
 
     with torch.no_grad():
-        xt = torch.as_tensor(np.asarray(x), dtype=fit.weight.dtype, device=fit.weight.device)
+        xt = torch.as_tensor(np.array(x), dtype=fit.weight.dtype, device=fit.weight.device)
         logits = xt @ fit.weight.T + fit.bias
         return logits.cpu().numpy() if scores else logits.argmax(dim=1).cpu().numpy()
 
