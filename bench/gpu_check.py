@@ -102,7 +102,7 @@ def _throughput(device: str, n: int, size: int, batch: int, workers: int) -> dic
     def bob_train():
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         ctx = RunContext(device=device, seed=0, cell_id="bench", feature_cache=FeatureCache(None), checkpoint_dir=None, num_workers=workers, log=lambda m: None)
-        fit(net, list(net.parameters()), opt, lambda e, g: DataLoader(ds, batch_size=batch, shuffle=True, generator=g),
+        fit(net, list(net.parameters()), opt, lambda e, g: DataLoader(ds, batch_size=batch, shuffle=True, generator=g, num_workers=workers),  # the plain loop's workers
             lambda b, f: (loss_fn(f(b[0].to(device))), b[1].to(device)) if False else (loss_fn(f(b[0].to(device)), b[1].to(device)), len(b[1])),
             {"epochs": 1, "warmup_epochs": 0, "lr": 1e-4, "amp": "off", "grad_clip": 0}, ctx, None, (len(ds) + batch - 1) // batch,
             desc="bench", set_train_mode=net.train)
