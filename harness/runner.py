@@ -134,7 +134,7 @@ def run_cell(
             hparams["img_size"] = backbone.preprocess.img_size
             record["preprocess"] = {
                 **backbone.preprocess.as_dict(),
-                "train_augmentation": ("random-resized-crop" + ("+hflip" if task.hflip_ok else "")) if hparams.get("augment") else "none",
+                "train_augmentation": _train_augmentation(method, hparams, task.hflip_ok),
             }
         else:
             hparams.pop("img_size", None)
@@ -203,6 +203,17 @@ def run_cell(
     if record["status"] == "failed" and not record["backbone_meta"]:
         record["backbone_meta"] = dict(BACKBONES.get(spec.backbone).meta) if spec.backbone in BACKBONES else {}
     return _finish(record, store, t0, write_record)
+
+
+def _train_augmentation(method, hparams: dict, hflip: bool) -> str:
+    """What the cell's training transform does (timm's recipe path says its RandAugment / erasing / mixup)."""
+    if not hparams.get("augment"):
+        return "none"
+    from .methods import timm_recipe
+
+    if not getattr(method, "frozen_backbone", True) and timm_recipe.active(hparams):
+        return timm_recipe.describe_augmentation(hparams, hflip)
+    return "random-resized-crop" + ("+hflip" if hflip else "")
 
 
 def _world_size() -> int:

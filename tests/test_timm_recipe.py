@@ -130,3 +130,6 @@ def test_bob_ft_trains_a_tiny_vit_above_chance_with_mixup_active(tmp_path, monke
     assert record["hparams"]["layer_decay"] == 0.75 and record["hparams"]["epochs"] == 8 and record["hparams"]["reprob"] == 0.25
     assert record["adaptation"]["preset"]["name"] == "bob_ft" and record["adaptation"]["mixup"]["mixed_batches"] > 0
     assert "RandAugment" in record["adaptation"]["train_transform"] and "RandomErasing(p=0.25" in record["adaptation"]["train_transform"]
+    aug = record["preprocess"]["train_augmentation"]  # the record's summary names timm's transform, not only the crop
+    assert aug.startswith("timm create_transform: random-resized-crop") and "auto_augment rand-m9" in aug and "random erasing p=0.25" in aug
+    assert "mixup 0.8 / cutmix 1.0" in aug

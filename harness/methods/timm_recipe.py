@@ -59,6 +59,19 @@ def active(hp: dict[str, Any]) -> bool:
                 or hp.get("layer_decay") or hp.get("drop_path") or hp.get("crop_pct"))
 
 
+def describe_augmentation(hp: dict[str, Any], hflip: bool) -> str:
+    """The record's ``preprocess.train_augmentation`` for a cell on timm's recipe path: what
+    ``train_transform`` and the mixup loss apply, in one line."""
+    parts = ["random-resized-crop" + ("+hflip" if hflip else "")]
+    if hp.get("auto_augment"):
+        parts.append(f"auto_augment {hp['auto_augment']}")
+    if hp.get("reprob"):
+        parts.append(f"random erasing p={hp['reprob']}")
+    if hp.get("mixup") or hp.get("cutmix"):
+        parts.append(f"mixup {hp.get('mixup') or 0} / cutmix {hp.get('cutmix') or 0}")
+    return "timm create_transform: " + ", ".join(parts)
+
+
 def train_transform(preprocess, hp: dict[str, Any], hflip: bool):
     """timm's training transform: random-resized crop, flip, RandAugment, random erasing."""
     from timm.data import create_transform
