@@ -72,7 +72,14 @@ def test_24_cell_sweep_on_slurm_matches_local(tmp_path):
         "methods: [knn, linear]\ntasks: [digits, shapes/location]\nseeds: [0, 1, 2]\n"
         "hparams:\n  all: {img_size: 16}\n  linear: {search: {C: [0.1, 1.0]}}\n",
     )
-    local = CliRunner().invoke(main, ["sweep", str(grid), "--results", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "c1")])
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the 1-CPU array tasks: L-BFGS's sums then round alike, and every number must match
+    try:
+        local = CliRunner().invoke(main, ["sweep", str(grid), "--results", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "c1")])
+    finally:
+        torch.set_num_threads(threads)
     assert local.exit_code == 0, local.output
     out = subprocess.run([*BOB, "sweep", str(grid), "--results", str(tmp_path / "slurm"), "--cache-dir", str(tmp_path / "c2"),
                           "--executor", "slurm", "--chunk-size", "6", "--cpus-per-task", "1", "--time", "20"],
