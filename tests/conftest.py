@@ -32,4 +32,3 @@ def run_bob(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
 def write_grid(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-

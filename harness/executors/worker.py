@@ -79,23 +79,22 @@ def run_worker(
             if finished_since(store, spec.id, since):  # finished between our check and our claim
                 continue
             with claims.heartbeat(spec.id):
-                model_parallel = procs_per_cell * nodes_per_cell > 1 and getattr(METHODS.get(spec.method).factory(), "model_parallel", False)
-                if model_parallel:  # one process holds the model spread over the cell's GPUs (inference): no ranks to launch
-                    from ..distributed import shard_devices
-
-                    record = run_cell(spec, store, data_root=data_root, data_paths=data_paths, feature_cache=cache,
-                                      checkpoint_dir=store.folder / ".checkpoints", device=device, log=log, logger_factory=logger_factory,
-                                      extra={"log": log_path} if log_path else None, shard_devices=shard_devices(procs_per_cell, device))
-                elif procs_per_cell * nodes_per_cell > 1:
+                multi = procs_per_cell * nodes_per_cell > 1
+                model_parallel = multi and getattr(METHODS.get(spec.method).factory(), "model_parallel", False)
+                if multi and not model_parallel:
                     from ..distributed import launch_cell
 
                     record = launch_cell(spec, store, procs_per_cell, nodes_per_cell, device=device, data_root=data_root, data_paths=data_paths,
                                          feature_cache=FeatureCache(cache.folder), checkpoint_dir=store.folder / ".checkpoints", log=log,
                                          extra={"log": log_path} if log_path else None)
                 else:
+                    from ..distributed import shard_devices
+
+                    # one process; a model-parallel cell (inference) spreads its one model over the cell's GPUs, no ranks
                     record = run_cell(spec, store, data_root=data_root, data_paths=data_paths, feature_cache=cache,
-                                  checkpoint_dir=store.folder / ".checkpoints", device=device, log=log, logger_factory=logger_factory,
-                                  extra={"log": log_path} if log_path else None)
+                                      checkpoint_dir=store.folder / ".checkpoints", device=device, log=log, logger_factory=logger_factory,
+                                      extra={"log": log_path} if log_path else None,
+                                      shard_devices=shard_devices(procs_per_cell, device) if model_parallel else ())
         except RecordWriteError as exc:
             log(f"NOT RECORDED {spec.label()}: {exc}")
             continue
