@@ -47,6 +47,13 @@ class Standardiser:
         return (np.asarray(x) - self.mean) / self.std
 
 
+
+def _writable(a) -> np.ndarray:
+    """``a`` as an array torch may wrap: cached features are read-only memmaps (copied once);
+    an array the caller already made is used as it is (no second copy of a large feature matrix)."""
+    a = np.asarray(a)
+    return a if a.flags.writeable else a.copy()
+
 def objective_value(x, y, weight, bias, C: float) -> float:
     """f(W, b) in scikit-learn's scaling; ``x``, ``y`` torch tensors."""
     import torch
@@ -63,8 +70,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, num_classes: int, C: float, init: L
     import torch
 
     tdtype = getattr(torch, dtype)
-    xt = torch.as_tensor(np.array(x), dtype=tdtype, device=device)  # a copy: cached features are read-only memmaps
-    yt = torch.as_tensor(np.array(y, dtype=np.int64), device=device)
+    xt = torch.as_tensor(_writable(x), dtype=tdtype, device=device)
+    yt = torch.as_tensor(_writable(y), dtype=torch.long, device=device)
     n, d = xt.shape
     weight = torch.zeros(num_classes, d, dtype=tdtype, device=device)
     bias = torch.zeros(num_classes, dtype=tdtype, device=device)
@@ -97,7 +104,7 @@ def predict_logreg(fit: LogRegFit, x: np.ndarray, scores: bool = False) -> np.nd
     import torch
 
     with torch.no_grad():
-        xt = torch.as_tensor(np.array(x), dtype=fit.weight.dtype, device=fit.weight.device)
+        xt = torch.as_tensor(_writable(x), dtype=fit.weight.dtype, device=fit.weight.device)
         logits = xt @ fit.weight.T + fit.bias
         return logits.cpu().numpy() if scores else logits.argmax(dim=1).cpu().numpy()
 
