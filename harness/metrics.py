@@ -24,7 +24,10 @@ DIRECTIONS = ("higher", "lower", "target")
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric's declaration. ``fmt`` is a Python format spec for tables (``.1f``, ``.3f``)."""
+    """One metric's declaration. ``fmt`` is a Python format spec for tables (``.1f``, ``.3f``).
+    ``tolerance`` is the absolute band within which ``bob reproduce`` accepts a rerun of a
+    non-deterministic cell (a metric whose run-to-run noise is known, e.g. a count that must match
+    exactly: 0); unset, ``bob reproduce`` uses its relative default band."""
 
     name: str
     direction: str = "higher"
@@ -32,6 +35,7 @@ class MetricSpec:
     unit: str = ""
     fmt: str = ".1f"
     label: str = ""
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -44,6 +48,9 @@ class MetricSpec:
             format(1.0, self.fmt)
         except ValueError:
             raise BobError(f"metric '{self.name}': display format {self.fmt!r} is not a Python format spec (e.g. '.1f')") from None
+        if self.tolerance is not None and (isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float))
+                                           or not self.tolerance >= 0):
+            raise BobError(f"metric '{self.name}': tolerance {self.tolerance!r} must be a number >= 0 (the absolute band bob reproduce accepts)")
 
     @property
     def higher_is_better(self) -> bool:
@@ -75,7 +82,11 @@ class MetricSpec:
         return f"best at {self.target:g} (z-scores and ranks use the distance |x - {self.target:g}|, smaller is better)"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's form; ``tolerance`` only when declared (records of metrics without one are unchanged)."""
+        out = asdict(self)
+        if out["tolerance"] is None:
+            del out["tolerance"]
+        return out
 
 
 def spec_from(name: str, declaration: Any) -> MetricSpec:
@@ -85,11 +96,11 @@ def spec_from(name: str, declaration: Any) -> MetricSpec:
     if isinstance(declaration, str):
         return MetricSpec(name, declaration)
     if isinstance(declaration, Mapping):
-        unknown = set(declaration) - {"name", "direction", "target", "unit", "fmt", "label"}
+        unknown = set(declaration) - {"name", "direction", "target", "unit", "fmt", "label", "tolerance"}
         if unknown:
-            raise BobError(f"metric '{name}': unknown declaration key(s) {sorted(unknown)}; use direction, target, unit, fmt, label")
+            raise BobError(f"metric '{name}': unknown declaration key(s) {sorted(unknown)}; use direction, target, unit, fmt, label, tolerance")
         return MetricSpec(**{"name": name, **{k: v for k, v in declaration.items() if k != "name"}})
-    raise BobError(f"metric '{name}': declare it as a mapping (direction, target, unit, fmt, label), got {declaration!r}")
+    raise BobError(f"metric '{name}': declare it as a mapping (direction, target, unit, fmt, label, tolerance), got {declaration!r}")
 
 
 # Metrics emitted by the engine's own methods (classification and adaptation bookkeeping).

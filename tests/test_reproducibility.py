@@ -136,6 +136,26 @@ def test_tolerance_is_exact_for_deterministic_cells_and_a_band_otherwise():
     assert not {r.metric: r for r in compare(stored, {"metrics": {"top1": 50.0}})}["n_eval"].ok  # a metric the rerun lacks
 
 
+def test_a_declared_tolerance_travels_from_the_declaration_into_the_record_and_bob_reproduce():
+    """A task or method declares a metric's reproduction band (``tolerance``) beside its direction;
+    the record's metric_specs carry it and ``bob reproduce`` applies it. Undeclared: the record's
+    declaration is unchanged (no tolerance key) and the relative default applies."""
+    from harness.metrics import resolve_specs, spec_from
+    from harness.reproduce import compare
+
+    specs = resolve_specs(["top1", "ap"], {"ap": {"direction": "higher", "fmt": ".2f", "tolerance": 0.25}})
+    record_specs = {name: s.as_dict() for name, s in specs.items()}  # what runner.py writes
+    assert record_specs["ap"]["tolerance"] == 0.25 and "tolerance" not in record_specs["top1"]
+    assert spec_from("ap", record_specs["ap"]) == specs["ap"]  # read back from a record unchanged
+    stored = {"metrics": {"top1": 80.0, "ap": 40.0}, "spec": {"deterministic": False}, "metric_specs": record_specs}
+    rows = {r.metric: r for r in compare(stored, {"metrics": {"top1": 80.7, "ap": 40.3}})}
+    assert rows["ap"].tolerance == 0.25 and not rows["ap"].ok  # 0.3 > the declared 0.25 (the 1% default would accept it)
+    assert rows["top1"].tolerance == pytest.approx(0.8) and rows["top1"].ok
+    for bad in (-0.1, "small", True):
+        with pytest.raises(BobError, match="tolerance .* must be a number >= 0"):
+            spec_from("ap", {"tolerance": bad})
+
+
 def _quickstart_finetune(tmp_path: Path) -> Path:
     """The quickstart grid's fine-tuning cells, deterministic, with one epoch (the CPU budget of a test)."""
     import yaml
