@@ -314,7 +314,7 @@ def leaderboard_html(data: dict) -> str:
 
 # -- methodology ----------------------------------------------------------------------------------
 def _probe_solver_lines(df: pd.DataFrame) -> str:
-    """The linear probe's solver and regularisation grid, as the records say (empty without linear records)."""
+    """The linear probe's solver and regularisation grid, and the MLP probe's head, as the records say (empty without such records)."""
     if df.empty:
         return ""
     seen = set()
@@ -325,7 +325,11 @@ def _probe_solver_lines(df: pd.DataFrame) -> str:
                       f"on standardised features, C grid {p.get('C_grid') or 'fixed'} swept on {p.get('selected_on')}, warm-started, chosen C refitted")
         elif p.get("solver") == "sgd":
             seen.add("sgd: the AdamW mini-batch probe (lr x wd on the validation split, fixed epochs)")
-    return "".join(f"   Linear probe solver ({line}); each record's `protocol` holds the chosen C and the convergence.\n" for line in sorted(seen))
+    out = "".join(f"   Linear probe solver ({line}); each record's `protocol` holds the chosen C and the convergence.\n" for line in sorted(seen))
+    heads = sorted({json.loads(r).get("protocol", {}).get("head", "") for r in df.loc[(df["status"] == "ok") & (df["method"] == "mlp_probe"), "record_json"]} - {""})
+    if heads:
+        out += f"   MLP probe (`mlp_probe`): {'; '.join(heads)} on the standardised cached features, AdamW mini-batch training (lr x wd on the validation split, fixed epochs, refit).\n"
+    return out
 
 
 def methodology(df: pd.DataFrame, sweeps: list[str]) -> str:

@@ -165,3 +165,63 @@ def test_methodology_states_the_probe_solver_and_c_grid():
     text = _probe_solver_lines(pd.DataFrame(rows))
     assert "full-batch L-BFGS" in text and "C grid [0.1, 1.0] swept on val200" in text and "sgd: the AdamW" in text
     assert _probe_solver_lines(pd.DataFrame(rows[2:])) == ""
+
+
+def test_mlp_probe_learns_what_a_linear_probe_cannot():
+    """XOR of two signs: no linear head beats chance, the MLP probe's hidden layer does. The linear
+    path (hidden=0) is the unchanged AdamW probe, so both share one loop."""
+    from harness.methods.linear import fit_linear_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(1200, 2))
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)
+    linear = fit_linear_probe(x[:800], y[:800], 2, lr=1e-2, wd=0.0, epochs=200, batch_size=64, seed=0)
+    mlp = fit_linear_probe(x[:800], y[:800], 2, lr=1e-2, wd=0.0, epochs=200, batch_size=64, seed=0, hidden=64)
+    acc = lambda predict: float((predict(x[800:]) == y[800:]).mean() * 100)  # noqa: E731
+    assert acc(linear) < 65.0 and acc(mlp) > 90.0
+
+
+def test_mlp_probe_cell_tunes_on_val_reuses_the_feature_cache_and_records_its_head(digits_cell):
+    from harness.methods.linear import MLPProbe
+
+    backbone, task, ctx = digits_cell
+    method = MLPProbe()
+    hp = method.resolve_hparams({"hidden": 32, "epochs": 5, "search": {"lr": [1e-2, 1e-3]}})
+    assert hp["search"] == {"lr": [1e-2, 1e-3]} and hp["solver"] == "sgd"
+    first = ctx()
+    method.run(backbone, task, method.resolve_hparams({"hidden": 8, "epochs": 1, "lr": 1e-3}), first)  # features extracted once here
+    second = ctx()
+    result = method.run(backbone, task, hp, second)
+    assert "extract" not in second.timings  # every split came from the feature cache the linear probe and knn share
+    p = result.protocol
+    assert p["solver"] == "sgd" and p["selected_on"] == "val200" and set(p["selected"]) == {"lr"} and p["reported_on"] == "test"
+    assert p["head"] == f"Linear({backbone.feature_dim}, 32) -> ReLU -> Linear(32, 10)"
+    dim = backbone.feature_dim
+    assert result.adaptation["recipe"] == "mlp_probe" and result.adaptation["head_params"] == dim * 32 + 32 + 32 * 10 + 10
+    assert 10.0 < result.metrics["top1"] <= 100.0  # chance is 10 %
+
+
+@pytest.mark.parametrize("hparams,message", [
+    ("{hidden: 0}", "hidden=0 must be a positive integer"),
+    ("{solver: lbfgs}", "method 'mlp_probe': solver='lbfgs' does not exist; use one of sgd"),
+    ("{C: 1.0}", "method 'mlp_probe' has no hyper-parameter 'C'"),
+])
+def test_bad_mlp_probe_hparams_are_one_line_errors_at_expansion(tmp_path, hparams, message):
+    from harness.grid import expand, load_grid
+
+    path = tmp_path / "g.yaml"
+    path.write_text(f"backbones: [timm:resnet18.a1_in1k]\nweights: random\nmethods: [mlp_probe]\ntasks: [digits]\nhparams:\n  mlp_probe: {hparams}\n")
+    with pytest.raises(BobError, match=message) as err:
+        expand(load_grid(path))
+    assert "\n" not in str(err.value)
+
+
+def test_methodology_names_the_mlp_probe_head():
+    import json
+
+    import pandas as pd
+
+    from harness.leaderboard import _probe_solver_lines
+
+    rows = [{"status": "ok", "method": "mlp_probe", "record_json": json.dumps({"protocol": {"solver": "sgd", "head": "Linear(512, 1024) -> ReLU -> Linear(1024, 10)"}})}]
+    assert "MLP probe (`mlp_probe`): Linear(512, 1024) -> ReLU -> Linear(1024, 10)" in _probe_solver_lines(pd.DataFrame(rows))
